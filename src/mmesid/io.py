@@ -1,0 +1,147 @@
+"""Atomic file writing, safe tensor I/O and run directories.
+
+Every artefact is written to a temporary name in the same folder and renamed into place, so a crash
+or an error never leaves a half-written file behind. Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import MmesidError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; move it onto `path` only if the block succeeds."""
+    path = Path(path)
+    if path.exists() and not overwrite and any(path.iterdir()):
+        raise MmesidError(f"{path}: output folder exists and is not empty (use --overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise MmesidError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise MmesidError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise MmesidError(f"{path}: file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise MmesidError(f"{path}: not a plain numeric .npy file ({e})") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write a dict of torch tensors as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
+    """Read a safetensors file: (tensors, metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise MmesidError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise MmesidError(f"{path}: not a valid safetensors file ({e})") from None
+    return tensors, meta
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def new_run_dir(root: str | os.PathLike, name: str) -> Path:
+    """A fresh, timestamped run folder `root/name-YYYYmmdd-HHMMSS[-n]`."""
+    root = Path(root)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = root / f"{name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        path = Path(f"{base}-{n}")
+        n += 1
+    path.mkdir(parents=True)
+    return path

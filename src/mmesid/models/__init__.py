@@ -1,0 +1,1 @@
+"""Conventional sequential recommenders: SASRec (Stage-1 collaborative encoder and baseline)."""
