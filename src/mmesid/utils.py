@@ -22,11 +22,16 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without one is a user error, not a crash."""
+    name = (name or "auto").lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MmesidError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise MmesidError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
 
 
 def count_parameters(module: torch.nn.Module) -> dict[str, int | float]:

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import MmesidError
 from ..io import load_tensors, save_tensors
+from ..utils import resolve_device  # noqa: F401  (re-exported for the encoders)
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,6 @@ class Encoder:
 
 
 # ---------------------------------------------------------------------------------------- devices
-def resolve_device(device: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA without one is a user error, not a crash."""
-    device = (device or "auto").lower()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MmesidError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise MmesidError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-
-
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """Model compute dtype; half precision only makes sense (and is only allowed) on CUDA."""
     table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
