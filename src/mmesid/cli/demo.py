@@ -107,8 +107,9 @@ def cmd_demo(args) -> int:
         run = out / f"finetune-{variant}"
         _run("finetune", "--data", out / "data", "--emb", f"c={e_c}", "--emb", f"t={out / 'E_t.safetensors'}",
              "--emb", f"v={out / 'E_v.safetensors'}", "--sids", sids, "--out", run, "--no-progress",
-             "--set", f'variant="{variant}"', "--set", f"max_steps={steps}", "--set", "epochs=1000", "--set", "warmup_steps=10",
-             "--set", "lr=1e-3", "--set", f"eval_every={max(1, steps // 3)}", "--set", f"seed={args.seed}")
+             "--set", f'variant="{variant}"', "--set", f"max_steps={steps}", "--set", "epochs=1000",
+             "--set", "warmup_steps=10", "--set", "lr=1e-3", "--set", f"eval_every={max(1, steps // 3)}",
+             "--set", f"seed={args.seed}")
         runs[variant] = run
 
     print("\n[6/6] analyses: forgetting (Kendall tau) and embedding collapse", flush=True)
