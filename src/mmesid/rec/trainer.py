@@ -23,7 +23,7 @@ from ..data.dataset import SequenceData
 from ..data.split import EvalExamples, eval_examples
 from ..errors import MmesidError
 from ..eval.ranking import DEFAULT_KS, evaluate, metrics_from_ranks
-from ..io import atomic_path, load_npy, load_tensors, read_json, save_tensors, write_json
+from ..io import atomic_path, load_tensors, read_json, save_tensors, write_json
 from ..utils import env_info, peak_rss_mb, seed_everything
 from .backbone import load_backbone
 from .batches import TrainExamples
@@ -40,21 +40,14 @@ BEST = "best_trainable.safetensors"
 
 # ---------------------------------------------------------------------------- inputs
 def load_embedding(path: str | Path, n_items: int) -> torch.Tensor:
-    """An item embedding file (safetensors key `embedding`, or a plain .npy), [n_items + 1, d]."""
-    path = Path(path)
-    if path.suffix == ".npy":
-        arr = torch.from_numpy(np.ascontiguousarray(load_npy(path), dtype=np.float32))
-    else:
-        tensors, _ = load_tensors(path)
-        if "embedding" not in tensors:
-            raise MmesidError(f"{path}: no 'embedding' tensor (keys: {sorted(tensors)})")
-        arr = tensors["embedding"].float()
-    if arr.ndim != 2 or arr.shape[0] != n_items + 1:
+    """An item embedding file (the project's shared reader), checked to have n_items + 1 rows."""
+    from ..quantize.embeddings import load_item_embedding
+
+    emb = load_item_embedding(path)
+    if emb.n_items != n_items:
         raise MmesidError(f"{path}: expected [{n_items + 1}, d] (n_items + 1 rows, row 0 padding), "
-                          f"got {list(arr.shape)}")
-    if not torch.isfinite(arr).all():
-        raise MmesidError(f"{path}: contains NaN or infinite values")
-    return arr
+                          f"got {list(emb.table.shape)}")
+    return emb.table
 
 
 def load_sid_export(folder: str | Path, n_items: int) -> tuple[dict, dict]:
