@@ -1,7 +1,7 @@
 """Sanity check of an item-embedding file: cosine nearest neighbours of a few items, and how often an
 item's nearest neighbour shares its product-kind keyword.
 
-    python benchmarks/encoders_neighbours.py --data /tmp/beauty-enc \
+    python benchmarks/encoders_neighbours.py --data PREPARED_BEAUTY \
         --emb benchmarks/out/beauty_text_minilm.safetensors
 """
 
@@ -12,8 +12,8 @@ import re
 
 import torch
 
+from mmesid.artifacts.embeddings import read_item_embedding
 from mmesid.data.dataset import SequenceData
-from mmesid.io import load_tensors
 
 # product kinds recognisable from the title (regex, case-insensitive)
 KINDS = {
@@ -37,14 +37,14 @@ def kind_of(title: str) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--emb", required=True)
+    ap.add_argument("--data", required=True, help="prepared dataset folder")
+    ap.add_argument("--emb", required=True, metavar="FILE[:KEY]", help="item-embedding file")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--queries", nargs="*", default=["nail polish", "shampoo", "perfume", "mascara", "hair dryer"])
     args = ap.parse_args()
     data = SequenceData.load(args.data)
-    t, meta = load_tensors(args.emb)
-    emb, mask = t["embedding"], t["mask"].bool()
+    e = read_item_embedding(args.emb, n_items=data.n_items, fingerprint=data.fingerprint)
+    emb, mask, meta = e.table, e.mask, e.meta
     emb = torch.nn.functional.normalize(emb, dim=1) * mask[:, None]
     titles = [""] + [it.title for it in data.items]
     print(f"# {args.emb}: {meta.get('encoder')} dim {meta.get('dim')} items {meta.get('n_items')}\n")

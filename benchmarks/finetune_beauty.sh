@@ -22,7 +22,7 @@ run() {  # name, extra --set args...
   local name=$1; shift
   echo "[$(date -u +%H:%M:%S)] start $name"
   /usr/bin/time -v nice -n 10 mmesid finetune --data "$DATA" --emb c="$EC" --emb t="$ET" --sids "$SIDS" \
-      --out "$OUT/$name" --config "$CONFIG" --no-progress "$@" > "$OUT/$name.log" 2>&1
+      --out "$OUT/$name" --config "$CONFIG" --quiet "$@" > "$OUT/$name.log" 2>&1
   echo "[$(date -u +%H:%M:%S)] done $name: $(grep -E '^test' "$OUT/$name.log" || echo FAILED)"
 }
 

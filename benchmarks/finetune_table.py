@@ -1,22 +1,32 @@
 """Print a markdown table of finetune runs: python benchmarks/finetune_table.py RUN_DIR [RUN_DIR ...]"""
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 KS = ["HR@5", "HR@10", "HR@20", "nDCG@5", "nDCG@10", "nDCG@20"]
-print("| run | variant | fusion | steps | " + " | ".join(KS) + " | valid nDCG@10 | train s | test eval s | "
-      "total s | peak RSS MB | trainable share |")
-print("|" + "---|" * (len(KS) + 10))
-for d in map(Path, sys.argv[1:]):
-    f = d / "metrics.json"
-    if not f.exists():
-        print(f"| {d.name} | (no metrics.json) |")
-        continue
-    m = json.loads(f.read_text())
-    t = m["test"]
-    row = [d.name, m["model"], str(m["fusion"]), str(m["steps"])] + [f"{t[k]:.4f}" for k in KS]
-    row += [f"{m['valid']['nDCG@10']:.4f}", f"{m['train_wall_seconds']:.0f}", f"{t['eval_seconds']:.0f}",
-            f"{m['total_wall_seconds']:.0f}", f"{m['peak_rss_mb']:.0f}",
-            f"{100 * m['parameters']['trainable_share']:.1f}%"]
-    print("| " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="finetune run folders")
+    args = ap.parse_args()
+    print("| run | variant | fusion | steps | " + " | ".join(KS) + " | valid nDCG@10 | train s | test eval s | "
+          "total s | peak RSS MB | trainable share |")
+    print("|" + "---|" * (len(KS) + 10))
+    for d in args.runs:
+        f = d / "metrics.json"
+        if not f.exists():
+            print(f"| {d.name} | (no metrics.json) |")
+            continue
+        m = json.loads(f.read_text())
+        t = m["test"]
+        row = [d.name, m["model"], str(m["fusion"]), str(m["steps"])] + [f"{t[k]:.4f}" for k in KS]
+        row += [f"{m['valid']['nDCG@10']:.4f}", f"{m['train_wall_seconds']:.0f}", f"{t['eval_seconds']:.0f}",
+                f"{m['total_wall_seconds']:.0f}", f"{m['peak_rss_mb']:.0f}",
+                f"{100 * m['parameters']['trainable_share']:.1f}%"]
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,8 +4,12 @@ Each configuration is one `run_training` call (the same code path as `mmesid qua
 sequentially with one thread. Results are appended to OUT/results.jsonl (one line per config) so the
 sweep can be stopped and resumed; finished configs are skipped.
 
-    python benchmarks/quantize_sweep.py --emb c=/work/shared/data/beauty/sasrec_item_emb.npy \
-        --data /tmp/beauty --out benchmarks/out/quantize-sweep --only mse64,mmd64
+    python benchmarks/quantize_sweep.py --emb c=RUNS/sasrec/item_embeddings.safetensors \
+        --data PREPARED_BEAUTY --out benchmarks/out/quantize-sweep --only mse64,mmd64
+
+All paths are arguments (relative to the current directory or absolute); nothing is assumed about
+the machine. Forgetting is measured with `mmesid.analysis.export_forgetting`, as `quantize train`
+does.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from pathlib import Path
 
 import torch
 
+from mmesid.analysis.forgetting import export_forgetting
+from mmesid.artifacts.embeddings import parse_emb_args, read_modalities
 from mmesid.config import load_config
 from mmesid.data.dataset import SequenceData
-from mmesid.quantize.embeddings import load_modalities, parse_modality_args
 from mmesid.quantize.train import QuantizeConfig, run_training
 
 SMALL = ["model.latent_dim=64", "model.hidden=[256, 256]"]
@@ -47,9 +52,9 @@ CONFIGS: dict[str, list[str]] = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--emb", action="append", required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--emb", action="append", required=True, metavar="M=FILE", help="input table (repeatable)")
+    ap.add_argument("--data", type=Path, required=True, help="prepared dataset folder the tables come from")
+    ap.add_argument("--out", type=Path, required=True, help="results folder (results.jsonl, runs/)")
     ap.add_argument("--only", help="comma-separated config names (default: all)")
     ap.add_argument("--extra", action="append", default=[], help="NAME=override;override (ad hoc configs)")
     ap.add_argument("--set", action="append", default=[], help="override applied to every config")
@@ -62,8 +67,8 @@ def main() -> None:
         name, ov = e.split("=", 1)
         configs[name] = [o for o in ov.split(";") if o]
     names = args.only.split(",") if args.only else list(configs)
-    embs = load_modalities(parse_modality_args(args.emb))
     data = SequenceData.load(args.data)
+    embs = read_modalities(parse_emb_args(args.emb), n_items=data.n_items, fingerprint=data.fingerprint)
     args.out.mkdir(parents=True, exist_ok=True)
     res_path = args.out / "results.jsonl"
     done = set()
@@ -80,7 +85,9 @@ def main() -> None:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         t0 = time.time()
-        m = run_training(embs, cfg, run_dir, data=data, progress=False)
+        m = run_training(embs, cfg, run_dir, progress=False, data_fingerprint=data.fingerprint)
+        m["forgetting"] = export_forgetting(data.sequences, {k: e.table for k, e in embs.items()},
+                                            Path(m["export"]))
         row = {"name": full, "overrides": overrides, "inputs": args.emb, "wall_seconds": round(time.time() - t0, 1),
                "forgetting": m.get("forgetting"), "sids": m["sids"], "best_epoch": m["best_epoch"],
                "epochs_run": m["epochs_run"], "seconds_per_epoch": m["seconds_per_epoch"],
@@ -95,8 +102,7 @@ def main() -> None:
                                       f"uniq {m['sids'][mod]['unique_fraction']:.4f}" for mod, t in fg.items())
               + f"  best@{m['best_epoch']} {m['total_seconds']}s", flush=True)
         if not args.keep_runs:
-            for p in ("checkpoint.pt",):
-                (run_dir / p).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
 if __name__ == "__main__":

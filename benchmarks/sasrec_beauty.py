@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-from mmesid.config import from_dict
 from mmesid.data.readers import read_authors
 from mmesid.models.sasrec_train import SASRecTrainConfig, train_sasrec
 

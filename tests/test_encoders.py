@@ -1,11 +1,14 @@
-"""Item encoders: text (MiniLM, tiny BERT, CLIP text), image (tiny CLIP), URL cache, policies,
-precomputed matrices, cache reuse and the CLI. Tiny models are random and built in temp folders."""
+"""Item encoders: text (MiniLM, tiny BERT, CLIP text), image (tiny CLIP), colour histograms, URL
+cache, policies, precomputed matrices, cache reuse and the CLI. Tiny models are random and built in
+temp folders. Vectors are compared with a direct computation written here (the model called on one
+input at a time, pooling and normalisation by hand), never with the encoder's own output.
+conftest.py sets HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE for the whole test run."""
 
 from __future__ import annotations
 
 import functools
 import http.server
-import os
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -14,16 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-from mmesid.data.dataset import ItemInfo, SequenceData  # noqa: E402
-from mmesid.data.synthetic import SyntheticConfig, generate, item_categories, write_images  # noqa: E402
-from mmesid.encoders import default_text_model, encode_text, text_encoder  # noqa: E402
-from mmesid.encoders.image import ImageSource, encode_images, image_encoder  # noqa: E402
-from mmesid.encoders.precomputed import import_precomputed  # noqa: E402
-from mmesid.errors import MmesidError  # noqa: E402
-from mmesid.io import load_tensors, save_tensors  # noqa: E402
+from mmesid.data.dataset import ItemInfo, SequenceData
+from mmesid.data.synthetic import SyntheticConfig, generate, item_categories, write_images
+from mmesid.encoders import default_text_model, encode_text, text_encoder
+from mmesid.encoders.colour import ColourHistogramEncoder, colour_histogram, colour_histograms
+from mmesid.encoders.image import ImageSource, encode_images, image_encoder
+from mmesid.encoders.precomputed import import_precomputed
+from mmesid.errors import MmesidError
+from mmesid.io import load_tensors, save_tensors
 
 CFG = SyntheticConfig(n_users=80, n_items=48, n_categories=6, seed=3)
 TOKENIZER_FILES = ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
@@ -103,24 +104,86 @@ def clip_image(tiny_clip):
     return image_encoder(tiny_clip, device="cpu")
 
 
+# ------------------------------------------------------------------------------------ direct computations
+def _normalised(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm()
+
+
+@functools.lru_cache(maxsize=4)
+def _plain_model(path: Path):
+    from transformers import AutoModel, AutoTokenizer
+
+    return (AutoTokenizer.from_pretrained(str(path), local_files_only=True),
+            AutoModel.from_pretrained(str(path), local_files_only=True).eval())
+
+
+@torch.no_grad()
+def _direct_text(path: Path, texts, pooling: str = "mean", max_length: int = 128) -> torch.Tensor:
+    """The model on one title at a time (no padding at all), pooled and L2-normalised by hand."""
+    tok, model = _plain_model(path)
+    out = []
+    for t in texts:
+        ids = tok(t, truncation=True, max_length=max_length, return_tensors="pt")
+        h = model(**ids).last_hidden_state[0].double()
+        out.append(_normalised({"mean": h.mean(0), "cls": h[0], "last": h[-1]}[pooling]))
+    return torch.stack(out).float()
+
+
+def _features(out) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+@torch.no_grad()
+def _direct_clip_images(clip_path: Path, paths) -> torch.Tensor:
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    proc = CLIPImageProcessor.from_pretrained(str(clip_path), local_files_only=True)
+    model = CLIPModel.from_pretrained(str(clip_path), local_files_only=True).eval()
+    out = []
+    for p in paths:
+        pix = proc(images=[_load(p)], return_tensors="pt")["pixel_values"]
+        out.append(_normalised(_features(model.get_image_features(pixel_values=pix))[0].double()))
+    return torch.stack(out).float()
+
+
+@pytest.fixture(scope="module")
+def clip_reference(data, images, tiny_clip) -> torch.Tensor:
+    """[n_items + 1, 16]: row i the directly computed image vector of item i (row 0 zero)."""
+    direct = _direct_clip_images(tiny_clip, [images / it.image for it in data.items])
+    return torch.cat([torch.zeros(1, direct.shape[1]), direct])
+
+
 # ------------------------------------------------------------------------------------ text
-def test_minilm_shapes_norm_and_sentence_transformers_agree(tmp_path, data, minilm):
+def test_minilm_equals_direct_mean_pooling(tmp_path, data, minilm):
     out = tmp_path / "t.safetensors"
     res = encode_text(data, minilm, out, batch_size=16, progress=False)
     tensors, meta = load_tensors(out)
     emb, mask = tensors["embedding"], tensors["mask"]
     assert emb.dtype == torch.float32 and emb.shape == (data.n_items + 1, 384)
-    assert mask.dtype == torch.uint8 and mask[0] == 0 and bool(mask[1:].all())
-    assert torch.all(emb[0] == 0)
-    assert torch.allclose(emb[1:].norm(dim=1), torch.ones(data.n_items), atol=1e-5)
+    assert mask.tolist() == [0] + [1] * data.n_items
+    assert torch.equal(emb[0], torch.zeros(384))
+    # the bundled folder's own sentence-transformers recipe is mean pooling + L2 normalisation ...
+    folder = default_text_model()
+    modules = [m["type"].rsplit(".", 1)[1] for m in json.loads((folder / "modules.json").read_text())]
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    assert modules == ["Transformer", "Pooling", "Normalize"]
+    assert [k for k, v in pooling.items() if k.startswith("pooling_mode") and v] == ["pooling_mode_mean_tokens"]
+    # ... and that is what the padded, batched encoder computes (checked on every third item)
+    ids = list(range(1, data.n_items + 1, 3))
+    direct = _direct_text(folder, [data.items[i - 1].title for i in ids])
+    assert torch.allclose(emb[ids], direct, atol=2e-6), (emb[ids] - direct).abs().max()
     assert meta["modality"] == "text" and meta["dim"] == "384" and meta["n_items"] == str(data.n_items)
+    assert meta["data_fingerprint"] == data.fingerprint and meta["n_missing"] == "0"
     assert "MiniLM" in meta["encoder"] and len(meta["content_hash"]) == 64
-    assert res.dim == 384 and res.n_missing == 0 and not res.cached
-    # the plain-HF mean pooling reproduces the sentence-transformers recipe of the same folder
+    assert (res.dim, res.n_missing, res.cached) == (384, 0, False)
+
+
+def test_sentence_transformers_folder_equals_direct_computation(data):
+    """Optional: the sentence-transformers loader, only where that package is installed."""
     pytest.importorskip("sentence_transformers")
     st = text_encoder(default_text_model(), kind="sentence-transformers", device="cpu")
-    ref = st.encode([it.title for it in data.items[:6]])
-    assert torch.allclose(ref, emb[1:7], atol=1e-5)
+    titles = [it.title for it in data.items[:6]]
+    assert torch.allclose(st.encode(titles), _direct_text(default_text_model(), titles), atol=2e-6)
 
 
 def test_minilm_titles_of_same_category_are_closer(data, minilm):
@@ -137,30 +200,35 @@ def test_minilm_titles_of_same_category_are_closer(data, minilm):
     assert nn_same >= 0.8, nn_same
 
 
-def test_pooling_choices_and_padding_invariance(tiny_bert):
+def test_pooling_choices_equal_direct_computation(tiny_bert):
     texts = ["Lumina matte shampoo no. 1", "a much longer title about a deluxe travel size hair dryer no. 7"]
-    vecs = {}
     for pooling in ("mean", "cls", "last"):
         enc = text_encoder(tiny_bert, pooling=pooling, device="cpu")
-        both = enc.encode(texts)
-        alone = enc.encode(texts[:1])  # no padding: must equal the padded batch row
-        assert both.shape == (2, 32)
-        assert torch.allclose(both.norm(dim=1), torch.ones(2), atol=1e-5)
-        assert torch.allclose(both[0], alone[0], atol=1e-5), pooling
-        vecs[pooling] = both
-    assert not torch.allclose(vecs["mean"], vecs["cls"]) and not torch.allclose(vecs["mean"], vecs["last"])
+        both = enc.encode(texts)  # padded batch: the short title is padded on the right
+        assert torch.allclose(both, _direct_text(tiny_bert, texts, pooling), atol=2e-6), pooling
     raw = text_encoder(tiny_bert, pooling="cls", device="cpu", normalize=False).encode(texts)
-    assert not torch.allclose(raw.norm(dim=1), torch.ones(2))
-    assert torch.allclose(torch.nn.functional.normalize(raw, dim=1), vecs["cls"], atol=1e-5)
+    assert torch.allclose(torch.nn.functional.normalize(raw, dim=1), _direct_text(tiny_bert, texts, "cls"),
+                          atol=2e-6)
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(2), atol=1e-2)  # really not normalised
     with pytest.raises(MmesidError, match="two-tower"):
         text_encoder(tiny_bert, pooling="projection", device="cpu")
 
 
+@torch.no_grad()
 def test_clip_text_side_uses_projection(tiny_clip):
+    from transformers import AutoTokenizer, CLIPModel
+
     enc = text_encoder(tiny_clip, device="cpu")
     assert enc.pooling == "projection"
-    v = enc.encode(["Orchid glossy lipstick no. 2", "Sola fresh sunscreen no. 6"])
-    assert v.shape == (2, 16)
+    texts = ["Orchid glossy lipstick no. 2", "Sola fresh sunscreen no. 6 in a much longer title"]
+    tok = AutoTokenizer.from_pretrained(str(tiny_clip), local_files_only=True)
+    model = CLIPModel.from_pretrained(str(tiny_clip), local_files_only=True).eval()
+    direct = []
+    for t in texts:
+        ids = tok(t, return_tensors="pt")
+        f = model.get_text_features(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"])
+        direct.append(_normalised(_features(f)[0]))
+    assert torch.allclose(enc.encode(texts), torch.stack(direct), atol=2e-6)
 
 
 def test_text_cache_reuse_and_invalidation(tmp_path, data, tiny_bert):
@@ -181,7 +249,29 @@ def test_text_cache_reuse_and_invalidation(tmp_path, data, tiny_bert):
     changed.items[5].title += " refill"
     assert not encode_text(changed, other, out, progress=False).cached
     assert encode_text(changed, other, out, progress=False).cached
-    assert not encode_text(changed, other, out, progress=False, force=True).cached
+    assert not encode_text(changed, other, out, progress=False, overwrite=True).cached
+    # and another dataset with the same titles: the file records the dataset it was made from
+    fewer = SequenceData(changed.sequences[:-1], changed.items, changed.user_ids[:-1])
+    assert not encode_text(fewer, other, out, progress=False).cached
+    assert load_tensors(out)[1]["data_fingerprint"] == fewer.fingerprint != changed.fingerprint
+
+
+def test_existing_output_of_another_kind(tmp_path, data, tiny_bert):
+    enc = text_encoder(tiny_bert, device="cpu")
+    visual = tmp_path / "v.safetensors"
+    save_tensors(visual, {"embedding": torch.ones(data.n_items + 1, 3)}, {"modality": "visual"})
+    with pytest.raises(MmesidError, match="holds visual embeddings, not text .use --overwrite"):
+        encode_text(data, enc, visual, progress=False)
+    assert load_tensors(visual)[1]["modality"] == "visual"
+    assert encode_text(data, enc, visual, progress=False, overwrite=True).dim == 32
+    other = tmp_path / "notes.safetensors"
+    other.write_text("my notes")
+    for overwrite in (False, True):
+        with pytest.raises(MmesidError, match="not an item-embedding file"):
+            encode_text(data, enc, other, progress=False, overwrite=overwrite)
+    assert other.read_text() == "my notes"
+    with pytest.raises(MmesidError, match=r"expected a file ending in .safetensors"):
+        encode_text(data, enc, tmp_path / "t.npy", progress=False)
 
 
 def test_empty_title_policies(tmp_path, data, tiny_bert):
@@ -195,26 +285,26 @@ def test_empty_title_policies(tmp_path, data, tiny_bert):
     res = encode_text(d, enc, tmp_path / "b.safetensors", missing="zero", progress=False)
     t, meta = load_tensors(tmp_path / "b.safetensors")
     assert res.n_missing == 1 and meta["n_missing"] == "1"
-    assert t["mask"][4] == 0 and torch.all(t["embedding"][4] == 0) and t["mask"].sum() == d.n_items - 1
+    assert t["mask"].tolist() == [0, 1, 1, 1, 0] + [1] * (d.n_items - 4)
+    direct = _direct_text(tiny_bert, [it.title for it in items])
+    direct[3] = 0
+    assert torch.allclose(t["embedding"][1:], direct, atol=2e-6)
     assert "SYN00003\tempty title" in (tmp_path / "b.safetensors.missing.tsv").read_text()
 
 
 # ------------------------------------------------------------------------------------ images
-def test_image_encoder_local_folder(tmp_path, data, images, clip_image):
+def test_image_encoder_local_folder(tmp_path, data, images, clip_image, clip_reference):
     out = tmp_path / "v.safetensors"
     res = encode_images(data, clip_image, ImageSource(image_dir=images), out, batch_size=10, progress=False)
     t, meta = load_tensors(out)
-    emb = t["embedding"]
-    assert emb.shape == (data.n_items + 1, 16) and meta["modality"] == "visual" and res.n_missing == 0
-    assert torch.allclose(emb[1:].norm(dim=1), torch.ones(data.n_items), atol=1e-5)
-    assert bool(t["mask"][1:].all()) and t["mask"][0] == 0
-    # the same picture gives the same vector whatever the batch it is in
-    single = clip_image.encode([_load(images / data.items[0].image)])
-    assert torch.allclose(single[0], emb[1], atol=1e-4)
+    assert t["embedding"].shape == (data.n_items + 1, 16) and res.n_missing == 0
+    assert torch.allclose(t["embedding"], clip_reference, atol=2e-6)
+    assert t["mask"].tolist() == [0] + [1] * data.n_items
+    assert meta["modality"] == "visual" and meta["data_fingerprint"] == data.fingerprint
     assert encode_images(data, clip_image, ImageSource(image_dir=images), out, progress=False).cached
 
 
-def test_image_lookup_by_raw_id_and_relative_path(tmp_path, data, images, clip_image):
+def test_image_lookup_by_raw_id_and_relative_path(tmp_path, data, images, clip_image, clip_reference):
     renamed = tmp_path / "by_asin"
     renamed.mkdir()
     for it in data.items:  # e.g. Amazon: <asin>.jpg next to each other, table has URLs
@@ -224,6 +314,7 @@ def test_image_lookup_by_raw_id_and_relative_path(tmp_path, data, images, clip_i
     res = encode_images(d, clip_image, ImageSource(image_dir=renamed, download=False), tmp_path / "v.safetensors",
                         progress=False)
     assert res.n_missing == 0
+    assert torch.allclose(load_tensors(res.path)[0]["embedding"], clip_reference, atol=2e-6)
     # relative paths in the item table resolve against the prepared folder
     rel = [ItemInfo(i.raw_id, i.title, f"pics/{i.image}") for i in data.items]
     shutil.copytree(images, tmp_path / "prep" / "pics")
@@ -231,20 +322,30 @@ def test_image_lookup_by_raw_id_and_relative_path(tmp_path, data, images, clip_i
     res2 = encode_images(d2, clip_image, ImageSource(data_dir=tmp_path / "prep"), tmp_path / "w.safetensors",
                          progress=False)
     assert res2.n_missing == 0
+    assert torch.allclose(load_tensors(res2.path)[0]["embedding"], clip_reference, atol=2e-6)
 
 
+@torch.no_grad()
 def test_vision_tower_poolings(data, images, tiny_vision_tower, tiny_clip):
-    imgs = [_load(images / it.image) for it in data.items[:3]]
-    out = {}
-    for pooling in ("auto", "mean", "cls"):
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
+    paths = [images / it.image for it in data.items[:3]]
+    proc = CLIPImageProcessor.from_pretrained(str(tiny_clip), local_files_only=True)
+    tower = CLIPVisionModel.from_pretrained(str(tiny_vision_tower), local_files_only=True).eval()
+    direct = {"auto": [], "mean": [], "cls": []}
+    for p in paths:
+        o = tower(pixel_values=proc(images=[_load(p)], return_tensors="pt")["pixel_values"])
+        h = o.last_hidden_state[0].double()
+        direct["auto"].append(_normalised(o.pooler_output[0].double()))  # no projection: the pooled output
+        direct["mean"].append(_normalised(h.mean(0)))
+        direct["cls"].append(_normalised(h[0]))
+    imgs = [_load(p) for p in paths]
+    for pooling, want in direct.items():
         enc = image_encoder(tiny_vision_tower, processor=tiny_clip, pooling=pooling, device="cpu")
-        v = enc.encode(imgs)
-        assert v.shape == (3, 32) and torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
-        out[pooling] = v
-    assert not torch.allclose(out["mean"], out["cls"])
+        assert torch.allclose(enc.encode(imgs), torch.stack(want).float(), atol=2e-6), pooling
 
 
-def test_missing_and_corrupt_images_under_both_policies(tmp_path, data, images, clip_image):
+def test_missing_and_corrupt_images_under_both_policies(tmp_path, data, images, clip_image, clip_reference):
     folder = tmp_path / "imgs"
     shutil.copytree(images, folder)
     (folder / data.items[2].image).unlink()  # item 3: missing
@@ -262,7 +363,9 @@ def test_missing_and_corrupt_images_under_both_policies(tmp_path, data, images, 
     t, meta = load_tensors(tmp_path / "b.safetensors")
     assert res.n_missing == 3 and meta["n_missing"] == "3" and meta["missing_policy"] == "zero"
     assert [int(i) for i in torch.nonzero(t["mask"] == 0).flatten()] == [0, 3, 7, 9]
-    assert torch.all(t["embedding"][[3, 7, 9]] == 0) and torch.all(t["embedding"][1].abs().sum() > 0)
+    want = clip_reference.clone()
+    want[[3, 7, 9]] = 0
+    assert torch.allclose(t["embedding"], want, atol=2e-6)
     listing = (tmp_path / "b.safetensors.missing.tsv").read_text().splitlines()
     assert [line.split("\t")[:2] for line in listing[1:]] == [["3", "SYN00002"], ["7", "SYN00006"],
                                                                ["9", "SYN00008"]]
@@ -276,6 +379,43 @@ def test_missing_and_corrupt_images_under_both_policies(tmp_path, data, images, 
     again = encode_images(data, clip_image, src, tmp_path / "b.safetensors", missing="zero", progress=False)
     assert not again.cached and again.n_missing == 0
     assert not (tmp_path / "b.safetensors.missing.tsv").exists()
+
+
+# ------------------------------------------------------------------------------------ colour histograms
+def _direct_histogram(img, bins: int) -> np.ndarray:
+    """Pixel by pixel, with plain integers."""
+    w = 256 // bins
+    h = np.zeros(bins ** 3)
+    pixels = np.asarray(img.convert("RGB")).reshape(-1, 3).tolist()
+    for r, g, b in pixels:
+        h[(r // w) * bins * bins + (g // w) * bins + b // w] += 1
+    return (h / len(pixels)).astype(np.float32)
+
+
+def test_colour_histograms_equal_direct_count(tmp_path, data, images):
+    from PIL import Image
+
+    img = Image.new("RGB", (2, 2))
+    img.putdata([(255, 0, 0), (255, 0, 0), (0, 0, 255), (130, 200, 10)])
+    h = colour_histogram(img, bins=4)
+    want = np.zeros(64)
+    want[3 * 16] = 0.5  # red: cell (3, 0, 0)
+    want[3] = 0.25  # blue: cell (0, 0, 3)
+    want[2 * 16 + 3 * 4 + 0] = 0.25  # (130, 200, 10) -> (2, 3, 0)
+    assert np.array_equal(h, want.astype(np.float32))
+    # 8 bins used to overflow uint8 cell indices (values up to 7 * 64 + 7 * 8 + 7 = 511)
+    assert np.array_equal(colour_histogram(img, bins=8), _direct_histogram(img, 8))
+    mat = colour_histograms(data, images)
+    assert mat.shape == (data.n_items + 1, 64) and not mat[0].any()
+    for i in (1, 17, data.n_items):
+        np.testing.assert_allclose(mat[i], _direct_histogram(_load(images / data.items[i - 1].image), 4), atol=1e-7)
+    enc = ColourHistogramEncoder(8)
+    assert enc.dim == 512 and enc.fingerprint() == {"kind": "colour-histogram", "bins": 8}
+    with pytest.raises(MmesidError, match="must divide 256"):
+        ColourHistogramEncoder(3)
+    (tmp_path / "imgs").mkdir()
+    with pytest.raises(MmesidError, match=r"item 1 \('SYN00000'\): image file not found"):
+        colour_histograms(data, tmp_path / "imgs")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -353,18 +493,26 @@ def test_precomputed_valid_shapes(tmp_path, data):
     np.save(tmp_path / "full.npy", full)
     res = import_precomputed(data, tmp_path / "full.npy", tmp_path / "a.safetensors", modality="collaborative")
     t, meta = load_tensors(res.path)
-    assert t["embedding"].shape == (n + 1, 8) and torch.all(t["embedding"][0] == 0)
-    assert torch.allclose(t["embedding"][1:], torch.from_numpy(full[1:]))
-    assert meta["modality"] == "collaborative" and bool(t["mask"][1:].all())
+    want = torch.from_numpy(full).clone()
+    want[0] = 0
+    assert torch.equal(t["embedding"], want) and t["mask"].tolist() == [0] + [1] * n
+    assert meta["modality"] == "collaborative" and meta["data_fingerprint"] == data.fingerprint
     np.save(tmp_path / "rows.npy", full[1:].astype(np.float64))  # n rows, float64: padded, cast
     t2, _ = load_tensors(import_precomputed(data, tmp_path / "rows.npy", tmp_path / "b.safetensors",
-                                            modality="text", normalize=True).path)
-    assert t2["embedding"].dtype == torch.float32 and torch.all(t2["embedding"][0] == 0)
-    assert torch.allclose(t2["embedding"][1:].norm(dim=1), torch.ones(n), atol=1e-5)
-    save_tensors(tmp_path / "m.safetensors", {"vecs": torch.from_numpy(full).to(torch.bfloat16)})
-    res3 = import_precomputed(data, tmp_path / "m.safetensors", tmp_path / "c.safetensors", modality="visual")
-    assert res3.dim == 8
-    assert import_precomputed(data, tmp_path / "m.safetensors", tmp_path / "c.safetensors",
+                                            modality="t", normalize=True).path)
+    rows = full[1:].astype(np.float64)
+    want2 = np.concatenate([np.zeros((1, 8)), rows / np.linalg.norm(rows, axis=1, keepdims=True)])
+    assert t2["embedding"].dtype == torch.float32
+    np.testing.assert_allclose(t2["embedding"].numpy(), want2, rtol=0, atol=1e-6)
+    assert t2["mask"].tolist() == [0] + [1] * n
+    bf16 = torch.from_numpy(full).to(torch.bfloat16)
+    save_tensors(tmp_path / "m.safetensors", {"vecs": bf16})
+    res3 = import_precomputed(data, f"{tmp_path / 'm.safetensors'}:vecs", tmp_path / "c.safetensors",
+                              modality="visual")
+    want3 = bf16.float()
+    want3[0] = 0
+    assert res3.dim == 8 and torch.equal(load_tensors(res3.path)[0]["embedding"], want3)
+    assert import_precomputed(data, f"{tmp_path / 'm.safetensors'}:vecs", tmp_path / "c.safetensors",
                               modality="visual").cached
 
 
@@ -375,37 +523,61 @@ def test_precomputed_errors(tmp_path, data):
     with pytest.raises(MmesidError, match=rf"{n - 1} rows, but the dataset has {n} items"):
         import_precomputed(data, tmp_path / "short.npy", out, modality="text")
     np.save(tmp_path / "ints.npy", np.ones((n + 1, 4), np.int64))
-    with pytest.raises(MmesidError, match="dtype int64 is not a floating-point type"):
+    with pytest.raises(MmesidError, match="must hold a float matrix, got dtype int64"):
         import_precomputed(data, tmp_path / "ints.npy", out, modality="text")
     np.save(tmp_path / "vec.npy", np.ones(n + 1, np.float32))
-    with pytest.raises(MmesidError, match="expected a 2-D matrix"):
+    with pytest.raises(MmesidError, match="must be a 2-D table"):
         import_precomputed(data, tmp_path / "vec.npy", out, modality="text")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(MmesidError, match="not a plain numeric .npy"):
         import_precomputed(data, tmp_path / "obj.npy", out, modality="text")
     (tmp_path / "x.pt").write_bytes(b"\x80\x04")
-    with pytest.raises(MmesidError, match="not read"):
+    with pytest.raises(MmesidError, match="never read"):
         import_precomputed(data, tmp_path / "x.pt", out, modality="text")
     save_tensors(tmp_path / "two.safetensors", {"a": torch.ones(n + 1, 2), "b": torch.ones(n + 1, 2)})
-    with pytest.raises(MmesidError, match="choose one with --key"):
+    with pytest.raises(MmesidError, match=r"no tensor 'embedding' \(keys: a, b\)"):
         import_precomputed(data, tmp_path / "two.safetensors", out, modality="text")
     with pytest.raises(MmesidError, match="no tensor 'c'"):
-        import_precomputed(data, tmp_path / "two.safetensors", out, modality="text", key="c")
+        import_precomputed(data, f"{tmp_path / 'two.safetensors'}:c", out, modality="text")
+    with pytest.raises(MmesidError, match="expected one of collaborative, text, visual"):
+        import_precomputed(data, f"{tmp_path / 'two.safetensors'}:a", out, modality="audio")
+    save_tensors(tmp_path / "foreign.safetensors", {"embedding": torch.ones(n + 1, 2)},
+                 {"data_fingerprint": "0123456789abcdef"})
+    with pytest.raises(MmesidError, match="made from another dataset"):
+        import_precomputed(data, tmp_path / "foreign.safetensors", out, modality="text")
     assert not out.exists()
 
 
-def test_precomputed_nan_rows_under_both_policies(tmp_path, data):
-    m = np.random.default_rng(1).normal(size=(data.n_items + 1, 4)).astype(np.float32)
-    m[3, 1] = np.nan
+def test_precomputed_zero_and_nan_rows(tmp_path, data):
+    n = data.n_items
+    m = np.random.default_rng(1).normal(size=(n + 1, 4)).astype(np.float32)
     m[9] = 0.0
-    np.save(tmp_path / "nan.npy", m)
-    with pytest.raises(MmesidError, match=r"item 3 .*NaN/Inf(.|\n)*item 9 .*all zeros"):
-        import_precomputed(data, tmp_path / "nan.npy", tmp_path / "a.safetensors", modality="visual")
-    res = import_precomputed(data, tmp_path / "nan.npy", tmp_path / "b.safetensors", modality="visual",
+    np.save(tmp_path / "zero.npy", m)
+    with pytest.raises(MmesidError, match=r"policy 'fail'(.|\n)*item 9 \('SYN00008'\): row is all zeros"):
+        import_precomputed(data, tmp_path / "zero.npy", tmp_path / "a.safetensors", modality="visual")
+    res = import_precomputed(data, tmp_path / "zero.npy", tmp_path / "b.safetensors", modality="visual",
                              missing="zero")
     t, _ = load_tensors(res.path)
-    assert res.n_missing == 2 and t["mask"][3] == 0 and t["mask"][9] == 0
-    assert torch.isfinite(t["embedding"]).all() and torch.all(t["embedding"][3] == 0)
+    want = m.copy()
+    want[0] = 0
+    assert res.n_missing == 1 and np.array_equal(t["embedding"].numpy(), want)
+    assert t["mask"].tolist() == [0] + [1] * 8 + [0] + [1] * (n - 9)
+    # NaN in a row the file marks as present is refused under either policy, naming the item
+    m[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", m)
+    for missing in ("fail", "zero"):
+        with pytest.raises(MmesidError, match=r"non-finite values \(NaN/inf\), first at item 3"):
+            import_precomputed(data, tmp_path / "nan.npy", tmp_path / "c.safetensors", modality="visual",
+                               missing=missing)
+    # rows a .safetensors mask marks as absent are passed on as absent, whatever they hold
+    mask = np.ones(n + 1, dtype=np.uint8)
+    mask[[3, 9]] = 0
+    save_tensors(tmp_path / "masked.safetensors", {"embedding": torch.from_numpy(m), "mask": torch.from_numpy(mask)})
+    res = import_precomputed(data, tmp_path / "masked.safetensors", tmp_path / "d.safetensors", modality="visual")
+    t, meta = load_tensors(res.path)
+    want[3] = 0
+    assert res.n_missing == 2 and meta["n_missing"] == "2"
+    assert np.array_equal(t["embedding"].numpy(), want) and t["mask"].tolist() == [0] + mask[1:].tolist()
 
 
 # ------------------------------------------------------------------------------------ errors, CLI
@@ -429,32 +601,70 @@ def test_text_model_is_not_an_image_model(tiny_bert):
         image_encoder(tiny_bert)
 
 
-def test_cli_text_image_precomputed_and_exit_codes(tmp_path, prepared, images, tiny_bert, tiny_clip, capsys):
+def test_cli_text_image_precomputed_and_exit_codes(tmp_path, prepared, images, tiny_bert, tiny_clip,
+                                                   clip_reference, capsys):
     from mmesid.cli import main
 
     out = tmp_path / "t.safetensors"
     args = ["encode", "text", "--data", str(prepared), "--out", str(out), "--model", str(tiny_bert),
-            "--device", "cpu", "--batch-size", "7", "--max-length", "16", "--quiet"]
-    assert main(args) == 0 and out.exists()
+            "--device", "cpu", "--batch-size", "7", "--max-length", "16", "--threads", "1", "--quiet"]
+    assert main(args) == 0
+    data = SequenceData.load(prepared)
+    want = _direct_text(tiny_bert, [it.title for it in data.items], max_length=16)
+    assert torch.allclose(load_tensors(out)[0]["embedding"][1:], want, atol=2e-6)
     assert main(args) == 0
     assert "up to date" in capsys.readouterr().out
+    stamp = out.stat().st_mtime_ns
+    assert main(args + ["--overwrite"]) == 0 and out.stat().st_mtime_ns != stamp
     vout = tmp_path / "v.safetensors"
     assert main(["encode", "image", "--data", str(prepared), "--out", str(vout), "--model", str(tiny_clip),
                  "--images", str(images), "--device", "cpu", "--quiet"]) == 0
     t, meta = load_tensors(vout)
-    assert t["embedding"].shape == (CFG.n_items + 1, 16) and meta["modality"] == "visual"
+    assert torch.allclose(t["embedding"], clip_reference, atol=2e-6) and meta["modality"] == "visual"
+    np.save(tmp_path / "m.npy", clip_reference.numpy())
+    pout = tmp_path / "p.safetensors"
+    assert main(["encode", "precomputed", "--data", str(prepared), "--out", str(pout),
+                 "--input", str(tmp_path / "m.npy"), "--modality", "visual"]) == 0
+    assert torch.equal(load_tensors(pout)[0]["embedding"], clip_reference)
     capsys.readouterr()
-    # bad input -> one message, exit status 2
-    assert main(["encode", "text", "--data", str(prepared), "--out", str(out), "--model",
-                 str(tmp_path / "missing-model")]) == 2
-    assert "text model folder not found" in capsys.readouterr().err
-    assert main(["encode", "image", "--data", str(prepared), "--out", str(vout), "--model", str(tiny_clip),
-                 "--images", str(tmp_path / "nowhere")]) == 2
+    # bad input -> one message, exit status 2, nothing written
+    refusals = {
+        "text model folder not found": ["encode", "text", "--data", str(prepared), "--out", str(out),
+                                        "--model", str(tmp_path / "missing-model")],
+        "image folder not found": ["encode", "image", "--data", str(prepared), "--out", str(vout),
+                                   "--model", str(tiny_clip), "--images", str(tmp_path / "nowhere")],
+        "holds visual embeddings, not text": ["encode", "text", "--data", str(prepared), "--out", str(vout),
+                                              "--model", str(tiny_bert)],
+        "lies inside the input folder": ["encode", "text", "--data", str(prepared), "--out",
+                                         str(prepared / "t.safetensors"), "--model", str(tiny_bert)],
+        "contains the input": ["encode", "precomputed", "--data", str(prepared), "--out", str(tmp_path / "m.npy"),
+                               "--input", str(tmp_path / "m.npy"), "--modality", "visual"],
+        "prepared dataset folder not found": ["encode", "text", "--data", str(tmp_path / "no-data"),
+                                              "--out", str(tmp_path / "n.safetensors"), "--model", str(tiny_bert)],
+    }
     np.save(tmp_path / "bad.npy", np.ones((3, 2), np.float32))
-    assert main(["encode", "precomputed", "--data", str(prepared), "--out", str(tmp_path / "p.safetensors"),
-                 "--input", str(tmp_path / "bad.npy"), "--modality", "text"]) == 2
-    assert "3 rows" in capsys.readouterr().err
-    assert main(["encode", "text", "--data", str(tmp_path / "no-data"), "--out", str(out)]) == 2
+    refusals["3 rows"] = ["encode", "precomputed", "--data", str(prepared), "--out", str(tmp_path / "q.safetensors"),
+                          "--input", str(tmp_path / "bad.npy"), "--modality", "text"]
+    for msg, argv in refusals.items():
+        assert main(argv) == 2, msg
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "q.safetensors").exists() and not (prepared / "t.safetensors").exists()
+    assert load_tensors(vout)[1]["modality"] == "visual"
+    for flags in (["--batch-size", "0"], ["--threads", "-1"], ["--max-length", "0"], ["--force"],
+                  ["--no-progress"]):
+        with pytest.raises(SystemExit) as e:
+            main(args + flags)
+        assert e.value.code == 2, flags
+
+
+def test_encode_cli_sets_no_environment_at_import():
+    import subprocess
+    import sys
+
+    code = ("import os; os.environ.pop('HF_HUB_OFFLINE', None); os.environ.pop('TRANSFORMERS_OFFLINE', None); "
+            "import mmesid.cli.encode; print(os.environ.get('HF_HUB_OFFLINE'), os.environ.get('TRANSFORMERS_OFFLINE'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "None"]
 
 
 def _load(path: Path):

@@ -1,10 +1,19 @@
+"""Full-ranking evaluation (against a plain-python reference) and the `mmesid evaluate` command."""
+
+import json
 import math
+from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 
+from mmesid.cli import main
+from mmesid.data.dataset import ItemInfo, SequenceData
 from mmesid.data.split import EvalExamples
+from mmesid.errors import MmesidError
 from mmesid.eval import evaluate, metrics_from_ranks
+from mmesid.io import write_json
 
 
 class TableScorer:
@@ -21,12 +30,14 @@ class TableScorer:
 
 
 def independent_metrics(table, histories, targets, ks):
-    """Plain-python reference: sort all items, drop history, find the target's position."""
+    """Plain-python reference: the target's rank is the number of other, non-history items scoring at
+    least as high (ties count against the target)."""
     out = {f"{m}@{k}": 0.0 for k in ks for m in ("HR", "nDCG")}
     for u in range(len(targets)):
-        order = sorted(range(1, table.shape[1]), key=lambda i: -table[u, i])
-        order = [i for i in order if i not in set(histories[u].tolist())]
-        pos = order.index(targets[u])
+        hist = set(int(i) for i in histories[u])
+        t = targets[u]
+        pos = sum(1 for i in range(1, table.shape[1])
+                  if i != t and i not in hist and table[u][i] >= table[u][t])
         for k in ks:
             if pos < k:
                 out[f"HR@{k}"] += 1 / len(targets)
@@ -34,21 +45,51 @@ def independent_metrics(table, histories, targets, ks):
     return out
 
 
-def test_matches_independent_computation():
-    rng = np.random.default_rng(0)
-    n_users, n_items = 64, 40
+def _random_case(n_users=64, n_items=40, seed=0):
+    rng = np.random.default_rng(seed)
     histories, targets = [], []
-    for u in range(n_users):
+    for _ in range(n_users):
         items = rng.choice(np.arange(1, n_items + 1), size=rng.integers(2, 12), replace=False)
         histories.append(items[:-1])
         targets.append(int(items[-1]))
     table = rng.standard_normal((n_users, n_items + 1)).astype(np.float32)
-    ex = EvalExamples(histories, np.array(targets), np.arange(n_users))
+    return histories, targets, table
+
+
+def test_matches_independent_computation():
+    histories, targets, table = _random_case()
+    ex = EvalExamples(histories, np.array(targets), np.arange(len(targets)))
     got = evaluate(TableScorer(table), ex, batch_size=7, progress=False)
     want = independent_metrics(table, histories, targets, (5, 10, 20))
+    assert want["HR@5"] < want["HR@10"] < want["HR@20"]  # the random case is not degenerate
     for k, v in want.items():
-        assert abs(got[k] - v) < 1e-9, k
-    assert 0 < got["HR@5"] < got["HR@20"] < 1  # the random case is not degenerate
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    assert got["users"] == len(targets)
+
+
+def test_minus_inf_is_exclusion_not_an_error():
+    histories, targets, table = _random_case(seed=1)
+    table[:, 5:15] = -np.inf  # a model may rule items out; the target can be among them
+    ex = EvalExamples(histories, np.array(targets), np.arange(len(targets)))
+    got = evaluate(TableScorer(table), ex, batch_size=9, progress=False)
+    want = independent_metrics(table, histories, targets, (5, 10, 20))
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_inf_scores_are_refused(bad):
+    histories, targets, table = _random_case(n_users=10, seed=2)
+    for u in (3, 7):
+        table[u, targets[u]] = bad  # would give rank -1 (NaN) or rank 0 (inf)
+    ex = EvalExamples(histories, np.array(targets), np.arange(len(targets)))
+    with pytest.raises(MmesidError, match=r"scores contain NaN/inf for 2 users .*the model diverged"):
+        evaluate(TableScorer(table), ex, batch_size=10, progress=False)
+    # also when the bad score sits on an excluded history item
+    _, _, table = _random_case(n_users=10, seed=2)
+    table[0, histories[0][0]] = bad
+    with pytest.raises(MmesidError, match="for 1 users"):
+        evaluate(TableScorer(table), ex, batch_size=10, progress=False)
 
 
 def test_history_excluded_and_ties_pessimistic():
@@ -58,10 +99,113 @@ def test_history_excluded_and_ties_pessimistic():
     r = evaluate(lambda h: s, ex, progress=False, return_ranks=True)["ranks"]
     assert r.tolist() == [0]
     const = torch.zeros(1, 30)
-    assert evaluate(lambda h: const, ex, ks=(5,), progress=False)["HR@5"] == 0.0
+    assert evaluate(lambda h: const, ex, ks=(5,), progress=False, return_ranks=True)["ranks"].tolist() == [26]
 
 
 def test_metrics_from_ranks():
     m = metrics_from_ranks(np.array([0, 1, 9, 25]), ks=(10,))
     assert m["HR@10"] == 0.75
-    assert abs(m["nDCG@10"] - (1 + 1 / math.log2(3) + 1 / math.log2(11)) / 4) < 1e-12
+    assert m["nDCG@10"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(11)) / 4, abs=1e-15)
+    with pytest.raises(MmesidError, match="negative target rank"):
+        metrics_from_ranks(np.array([0, -1]))
+
+
+def test_wrong_score_shape_is_an_error():
+    ex = EvalExamples([np.array([1, 2])], np.array([3]), np.array([0]))
+    with pytest.raises(MmesidError, match=r"shape \(1, 3\)"):
+        evaluate(lambda h: torch.zeros(1, 3), ex, progress=False)
+
+
+# ------------------------------------------------------------------------------------ the command
+@pytest.fixture
+def prepared(tmp_path):
+    rng = np.random.default_rng(0)
+    seqs = [rng.choice(np.arange(1, 21), size=rng.integers(4, 9), replace=False) for _ in range(30)]
+    data = SequenceData(seqs, [ItemInfo(f"i{i}") for i in range(1, 21)], [f"u{u}" for u in range(30)])
+    return data.save(tmp_path / "data"), data
+
+
+def _fake_run(path, kind, fingerprint):
+    path.mkdir()
+    write_json(path / "run.json", {"kind": kind, "data_fingerprint": fingerprint})
+    return path
+
+
+def test_cli_popularity_matches_direct_computation(tmp_path, prepared, capsys):
+    folder, data = prepared
+    out = tmp_path / "pop.json"
+    assert main(["evaluate", "--data", str(folder), "--popularity", "--out", str(out), "--quiet"]) == 0
+    freq = Counter(int(i) for s in data.sequences for i in s[:-2])
+    table = np.array([[freq.get(i, 0) for i in range(21)]] * 30, dtype=np.float64)
+    want = independent_metrics(table, [s[:-1] for s in data.sequences], [int(s[-1]) for s in data.sequences],
+                               (5, 10, 20))
+    got = json.loads(out.read_text())
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    assert got["model"] == "popularity" and got["data_fingerprint"] == data.fingerprint
+    assert f"HR@5 {want['HR@5']:.4f}" in capsys.readouterr().out
+
+
+def test_cli_run_scorer_by_kind_and_default_output(tmp_path, prepared, monkeypatch):
+    import mmesid.cli.evaluate as ev
+
+    folder, data = prepared
+    histories = [s[:-2] for s in data.sequences]
+    targets = [int(s[-2]) for s in data.sequences]
+    table = np.random.default_rng(5).standard_normal((30, 21))
+    seen = {}
+
+    def loader(run_dir, d, device):
+        seen["args"] = (run_dir, d.fingerprint, str(device))
+        return TableScorer(table), 50
+
+    monkeypatch.setitem(ev.SCORERS, "sasrec", loader)
+    run = _fake_run(tmp_path / "run", "sasrec", data.fingerprint)
+    assert main(["evaluate", "--data", str(folder), "--run", str(run), "--split", "valid", "--device", "cpu",
+                 "--batch-size", "8", "--quiet"]) == 0
+    assert seen["args"] == (run, data.fingerprint, "cpu")
+    got = json.loads((run / "eval_valid.json").read_text())
+    for k, v in independent_metrics(table, histories, targets, (5, 10, 20)).items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    assert got["model"] == "sasrec" and got["split"] == "valid"
+
+
+def test_cli_refusals(tmp_path, prepared, monkeypatch, capsys):
+    import mmesid.cli.evaluate as ev
+    import mmesid.io
+
+    folder, data = prepared
+    monkeypatch.setitem(ev.SCORERS, "sasrec", lambda r, d, dev: (lambda h: torch.zeros(len(h), 21), 50))
+    run = _fake_run(tmp_path / "run", "sasrec", data.fingerprint)
+    base = ["evaluate", "--data", str(folder)]
+    refused_by_argparse = [["--popularity", "--batch-size", "0"], ["--popularity", "--batch-size", "-1"],
+                           ["--popularity", "--run", str(run)], []]
+    for extra in refused_by_argparse:
+        with pytest.raises(SystemExit) as e:
+            main(base + extra)
+        assert e.value.code == 2, extra
+    capsys.readouterr()
+    cases = {
+        "made from another dataset": _fake_run(tmp_path / "other", "sasrec", "0123456789abcdef"),
+        "not a trained model run": _fake_run(tmp_path / "quant", "quantize", data.fingerprint),
+        "run folder not found": tmp_path / "missing",
+    }
+    for msg, path in cases.items():
+        assert main(base + ["--run", str(path)]) == 2
+        assert msg in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    outs = {"inside the run folder only": run / "run.json", "is not a folder": tmp_path / "afile" / "r.json",
+            "expected a file ending in .json": tmp_path / "r.txt", "lies inside the input folder": folder / "r.json"}
+    for msg, out in outs.items():
+        assert main(base + ["--run", str(run), "--out", str(out)]) == 2
+        assert msg in capsys.readouterr().err
+    assert json.loads((run / "run.json").read_text())["kind"] == "sasrec"
+
+    def failing_write(path, obj):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(mmesid.io, "write_json", failing_write)
+    assert main(base + ["--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the results (Permission denied)" in err and "Traceback" not in err
+    assert not (run / "eval_test.json").exists()

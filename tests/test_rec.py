@@ -12,11 +12,12 @@ from mmesid.data.synthetic import SyntheticConfig, generate
 from mmesid.errors import ConfigError, MmesidError
 from mmesid.eval.ranking import evaluate
 from mmesid.io import load_tensors
+from mmesid.rec.build import build_model
 from mmesid.rec.config import VARIANT_NAMES, FinetuneConfig
-from mmesid.rec.fusion import FrequencyFusion, normalised_log_frequency
 from mmesid.rec.prompt import assemble, right_align_lengths
-from mmesid.rec.testing import fake_export, random_embeddings, tiny_llama
-from mmesid.rec.trainer import build_model, load_scorer, train_finetune
+from mmesid.rec.runs import load_scorer
+from mmesid.rec.train import train_finetune
+from rec_fixtures import fake_export, random_embeddings, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -34,41 +35,56 @@ def env(tmp_path_factory):
 
 def cfg_for(env, **kw):
     base = {"batch_size": 8, "max_steps": 2, "epochs": 1, "warmup_steps": 1, "eval_batch_size": 64,
-            "device": "cpu", "backbone": {"path": env["llama"]}}
+            "device": "cpu", "threads": 1, "backbone": {"path": env["llama"]}}
     base.update(kw)
     return from_dict(FinetuneConfig, base)
+
+
+def check_run(env, run, m):
+    """The run's reported test metrics are those of its saved best weights, evaluated independently, and
+    its exports are the loaded model's own tables."""
+    model, max_len = load_scorer(run, env["data"], "cpu")
+    again = evaluate(model, eval_examples(env["data"].sequences, "test"), batch_size=7, max_len=max_len,
+                     progress=False)
+    assert {k: v for k, v in again.items() if "@" in k} == {k: v for k, v in m["test"].items() if "@" in k}
+    assert m["test"]["users"] == env["data"].n_users
+    x, meta = load_tensors(run / "item_input_embeddings.safetensors")
+    with torch.no_grad():
+        want = model.inputs.all_items()
+    want = want[:, 0] if want.shape[1] == 1 else want.flatten(1)
+    assert torch.equal(x["embedding"][1:], want[1:]) and meta["modality"] == "llm-input"
+    ex, _ = load_tensors(run / "target_embeddings.safetensors")
+    assert torch.equal(ex["embedding"][1:], model.E_x.detach()[1:])
+    return model
 
 
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
 def test_every_variant_trains_scores_and_evaluates(env, variant, tmp_path):
     cfg = cfg_for(env, variant=variant)
     m = train_finetune(env["data"], cfg, tmp_path, env["emb"], env["sids"], progress=False)
-    assert m["steps"] == 2 and m["test"]["users"] == env["data"].n_users
-    assert all(0.0 <= m["test"][k] <= 1.0 for k in m["test"] if "@" in k)
-    model, max_len = load_scorer(tmp_path, env["data"], "cpu")
-    hist = pad_left(eval_examples(env["data"].sequences, "test").histories[:5], max_len)
-    s = model.scores(hist)
-    assert s.shape == (5, env["data"].n_items + 1) and torch.isfinite(s[:, 1:]).all()
-    again = evaluate(model, eval_examples(env["data"].sequences, "test"), progress=False)
-    assert again["nDCG@10"] == pytest.approx(m["test"]["nDCG@10"], abs=1e-6)
+    assert m["steps"] == 2 and len(m["history"]) == 1 and m["best_step"] == 2
+    model = check_run(env, tmp_path, m)
+    best, _ = load_tensors(tmp_path / "best.safetensors")
+    assert best.keys() == model.trainable_state().keys()
     # LoRA sits on the paper's modules; the backbone itself stays frozen
     names = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     assert names and all(any(t in n for t in ("gate_proj", "up_proj", "down_proj")) for n in names)
     assert not any(p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n)
-    x, _ = load_tensors(tmp_path / "item_input_embeddings.safetensors")
-    assert x["embedding"].shape[0] == env["data"].n_items + 1
-    ex, _ = load_tensors(tmp_path / "target_embeddings.safetensors")
-    assert ex["embedding"].shape == (env["data"].n_items + 1, 32)
     assert m["fusion"] == (variant in ("mme-sid", "mme-sid-random", "se-sid", "mme-random", "se-random"))
+    assert (tmp_path / "sid_embeddings.safetensors").exists() == (variant in ("mme-sid", "mme-sid-random", "se-sid"))
 
 
-def test_wo_fusion_modalities_subset_bce_prefix_scheme_accumulation(env, tmp_path):
+def test_wo_fusion_modalities_subset_bce_prefix_scheme(env, tmp_path):
     cfg = cfg_for(env, variant="mme-sid", fusion=False, modalities=["c", "t"], loss="bce",
                   train_scheme="prefix", grad_accum=2, batch_size=4)
     m = train_finetune(env["data"], cfg, tmp_path, env["emb"], env["sids"], progress=False)
     assert m["fusion"] is False and m["modalities"] == ["c", "t"]
     assert m["train_prompts"] == m["train_targets"]  # one prompt per prefix
-    assert np.isfinite(m["test"]["nDCG@10"])
+    model = check_run(env, tmp_path, m)
+    assert model.fusion is None and sorted(model.inputs.sid) == ["c", "t"]
+    sq, _ = load_tensors(tmp_path / "sid_embeddings.safetensors")
+    ids = torch.arange(env["data"].n_items + 1)
+    assert torch.equal(sq["quantised.t"][1:], model.inputs.sid["t"].quantised(ids).detach()[1:])
 
 
 def test_minilm_backbone_is_causal_and_trains(env, tmp_path):
@@ -103,17 +119,6 @@ def test_one_pass_equals_per_prefix_prompts(env):
     assert torch.allclose(full[0, off + 1], short[0, off2 + 1], atol=1e-5)
 
 
-def test_fusion_weights_sum_to_one_and_follow_frequency():
-    freq = np.array([0, 1, 5, 100, 0])
-    q = normalised_log_frequency(freq)
-    assert q[1:].min() == 0 and q[1:].max() == 1
-    f = FrequencyFusion(freq, 4, [64, 10, 64])
-    w = f.weights()
-    assert w.shape == (5, 4) and torch.allclose(w.sum(1), torch.ones(5))
-    o, s = torch.randn(3, 8), [torch.randn(3, 5) for _ in range(4)]
-    assert torch.allclose(f(s), sum(s[k] * w[:, k] for k in range(4)))
-
-
 def test_sid_tables_initialised_from_codebooks(env):
     cb, _ = load_tensors(f"{env['sids']}/codebooks.safetensors")
     sid, _ = load_tensors(f"{env['sids']}/semantic_ids.safetensors")
@@ -142,7 +147,38 @@ def test_right_align_and_assemble():
     assert mask.sum(1).tolist() == [5, 7] and (x[0, 4] == 9).all()
 
 
+NUMERIC_LIMITS = [("fusion_temperature", 0), ("contrastive_weight", -0.1), ("contrastive_temperature", 0),
+                  ("max_len", 0), ("batch_size", 0), ("grad_accum", 0), ("lr", 0), ("lr", -1e-3),
+                  ("weight_decay", -1), ("max_grad_norm", -1), ("warmup_steps", -1), ("epochs", -1),
+                  ("max_steps", -1), ("eval_every", -1), ("valid_users", -1), ("patience", -1), ("save_every", -1),
+                  ("eval_batch_size", 0), ("seed", -1), ("threads", -1), ("lora.r", 0), ("lora.alpha", 0),
+                  ("lora.dropout", -0.1), ("lora.dropout", 1.0)]
+
+
+@pytest.mark.parametrize("key, value", NUMERIC_LIMITS)
+def test_every_numeric_key_has_a_range(key, value):
+    from mmesid.config import load_config
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ": must be"):
+        load_config(FinetuneConfig, overrides=[f"{key}={value}"])
+
+
+def test_every_numeric_field_is_bounded():
+    import dataclasses
+
+    from mmesid.rec.config import LoraSettings
+
+    for cls in (FinetuneConfig, LoraSettings):
+        for f in dataclasses.fields(cls):
+            if f.type in ("int", "float"):
+                assert "range" in f.metadata, f"{cls.__name__}.{f.name} has no bounded(...) range"
+
+
 def test_bad_configs_are_clear_errors(env, tmp_path):
+    with pytest.raises(ConfigError, match="metric"):
+        from_dict(FinetuneConfig, {"metric": "nDCG@7"})  # validation reports @5, @10, @20 only
+    with pytest.raises(ConfigError, match="nothing to train"):
+        from_dict(FinetuneConfig, {"epochs": 0, "max_steps": 0})
     with pytest.raises(ConfigError, match="variant"):
         from_dict(FinetuneConfig, {"variant": "nope"})
     with pytest.raises(ConfigError, match="unknown config key"):
@@ -162,21 +198,15 @@ def test_bad_configs_are_clear_errors(env, tmp_path):
                     torch.device("cpu"))
 
 
-def test_cli_finetune_then_evaluate(env, tmp_path, capsys):
-    from mmesid.cli import main
-
-    env["data"].save(tmp_path / "data")
-    out = tmp_path / "run"
-    args = ["finetune", "--data", str(tmp_path / "data"), "--emb", f"c={env['emb']['c']}",
-            "--emb", f"t={env['emb']['t']}", "--sids", env["sids"], "--out", str(out), "--no-progress",
-            "--set", f"backbone.path={env['llama']}", "--set", "max_steps=2", "--set", "epochs=1",
-            "--set", "device=\"cpu\""]
-    assert main(args) == 0
-    assert (out / "config.toml").exists() and (out / "metrics.json").exists()
-    assert '"kind": "finetune"' in (out / "run.json").read_text()
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--run", str(out), "--device", "cpu"]) == 0
-    assert main(args[:-2] + ["--set", "lr=-1"]) == 2
-    assert "lr" in capsys.readouterr().err
+def _info_nce(a: np.ndarray, b: np.ndarray, temperature: float) -> float:
+    """Symmetric InfoNCE of row-aligned pairs, written out with numpy (log-sum-exp per row / column)."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    z = a @ b.T / temperature
+    diag = np.diag(z)
+    rows = np.log(np.exp(z).sum(1)) - diag
+    cols = np.log(np.exp(z).sum(0)) - diag
+    return float(0.5 * (rows.mean() + cols.mean()))
 
 
 def test_ctrl_mm_adds_the_contrastive_loss(env):
@@ -186,10 +216,20 @@ def test_ctrl_mm_adds_the_contrastive_loss(env):
     model = build_model(cfg, env["data"], env["emb"], env["sids"], torch.device("cpu"))
     ex = TrainExamples(env["data"].sequences, 50, "all-positions")
     b = ex.batch(range(8))
-    out = model(**b, contrastive_weight=0.5)
-    assert out["contrastive_loss"] > 0
-    assert float(out["loss"]) == pytest.approx(float(out["rec_loss"] + 0.5 * out["contrastive_loss"]), rel=1e-5)
+    out = model(**b, contrastive_weight=0.5, contrastive_temperature=0.2)
     assert out["n_targets"] == int((b["pos_targets"] > 0).sum()) + 8
+    # InfoNCE of P_c(E_c) against P_t(E_t) and P_v(E_v) over the distinct items of the batch (history + targets)
+    ids = np.unique(np.concatenate([b["right"].flatten().numpy(), b["pos_targets"][b["pos_targets"] > 0].numpy(),
+                                    b["final_targets"].numpy()]))
+    ids = ids[ids > 0]
+    tables = {}
+    for j in ("c", "t", "v"):
+        e = load_tensors(env["emb"][j])[0]["embedding"]
+        lin = model.inputs.proj[j]
+        tables[j] = (e[ids] @ lin.weight.detach().T + lin.bias.detach()).numpy().astype(np.float64)
+    want = _info_nce(tables["c"], tables["t"], 0.2) + _info_nce(tables["c"], tables["v"], 0.2)
+    assert float(out["contrastive_loss"]) == pytest.approx(want, rel=1e-4)
+    assert float(out["loss"]) == pytest.approx(float(out["rec_loss"]) + 0.5 * want, rel=1e-4)
 
 
 def test_prefix_scheme_has_the_same_targets(env):

@@ -10,9 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,24 +39,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder next to `path`; move it onto `path` only if the block succeeds."""
-    path = Path(path)
-    if path.exists() and not overwrite and any(path.iterdir()):
-        raise MmesidError(f"{path}: output folder exists and is not empty (use --overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
@@ -80,10 +60,16 @@ def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
         raise MmesidError(f"{path}: file not found")
+    if path.is_dir():
+        raise MmesidError(f"{path}: is a folder, expected a JSON file")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise MmesidError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise MmesidError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise MmesidError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -136,16 +122,3 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
                 break
             h.update(b)
     return h.hexdigest()
-
-
-def new_run_dir(root: str | os.PathLike, name: str) -> Path:
-    """A fresh, timestamped run folder `root/name-YYYYmmdd-HHMMSS[-n]`."""
-    root = Path(root)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = root / f"{name}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        path = Path(f"{base}-{n}")
-        n += 1
-    path.mkdir(parents=True)
-    return path

@@ -55,7 +55,7 @@ def spectrum_summary(s: np.ndarray) -> dict:
 def spectra_report(tables: dict[str, tuple], out_png: Path, center: bool = False, title: str | None = None) -> dict:
     """Plot the normalised spectra of `tables` (name -> (table, mask or None)) and save PNG + JSON.
 
-    The JSON (same path, `.json`) holds, per name, the normalised singular values and a summary.
+    The JSON (same stem, `.json`) holds, per name, the normalised singular values and a summary.
     """
     import matplotlib
 
@@ -63,6 +63,8 @@ def spectra_report(tables: dict[str, tuple], out_png: Path, center: bool = False
     import matplotlib.pyplot as plt
 
     out_png = Path(out_png)
+    if out_png.suffix.lower() != ".png":  # the JSON goes to the same stem: never onto the plot itself
+        raise MmesidError(f"{out_png}: the plot must be a .png file (the spectra go beside it as .json)")
     report = {"center": center, "spectra": {}}
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, (table, mask) in tables.items():

@@ -13,16 +13,25 @@ Distances are Euclidean, d(h, t) = ||E[h] - E[t]||, computed separately under th
 compares the two distance lists over the same pairs. `tau` is Kendall's tau-b (scipy's default,
 which corrects for ties: quantised tables tie whenever items share a SID); `tau_a` is eq. 9
 literally: (concordant - discordant) / (number of pairs of pairs). Without ties they coincide.
+Pairs touching an item without an embedding (mask 0 in either table) are left out.
+
+`export_forgetting` is the measurement the quantiser reports after training: tau between each input
+table E_m and the export's z, z_hat and s_hat of the same modality.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import kendalltau
 
+from ..artifacts.embeddings import read_item_embedding
 from ..data.split import MAX_HISTORY, train_sequences
 from ..errors import MmesidError
+
+EXPORT_TABLES = ("z_hat", "s_hat", "z")
 
 SCHEMES = ("train-prefixes", "train-last", "test")
 
@@ -99,11 +108,32 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> dict:
             "tied_share_a": n1 / n0, "tied_share_b": n2 / n0}
 
 
-def distance_tau(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, pairs: np.ndarray) -> dict:
-    """Kendall tau between the behaviour-target distance lists under tables `a` and `b`."""
+def distance_tau(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, pairs: np.ndarray,
+                 mask: np.ndarray | torch.Tensor | None = None) -> dict:
+    """Kendall tau between the behaviour-target distance lists under tables `a` and `b`.
+
+    With `mask` (bool [n_items + 1]), only pairs whose two items are both in the mask are used.
+    """
     if a.shape[0] != b.shape[0]:
         raise MmesidError(f"embedding tables differ in rows ({a.shape[0]} vs {b.shape[0]}); "
                           "both must be [n_items + 1, d]")
+    if mask is not None:
+        keep = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
+        pairs = pairs[keep[pairs[:, 0]] & keep[pairs[:, 1]]]
     out = kendall_tau(pair_distances(a, pairs), pair_distances(b, pairs))
     out["n_pairs"] = out.pop("n")
+    return out
+
+
+def export_forgetting(sequences: list[np.ndarray], tables: dict[str, torch.Tensor],
+                      export_dir: Path) -> dict[str, dict[str, float]]:
+    """Per modality m of `tables`: tau (training-prefix pairs) between tables[m] and the export's
+    z_hat.m, s_hat.m and z.m, over the items the export has an embedding for (its mask.m)."""
+    pairs = behaviour_target_pairs(sequences)
+    out: dict[str, dict[str, float]] = {}
+    for m, table in tables.items():
+        out[m] = {}
+        for k in EXPORT_TABLES:
+            e = read_item_embedding(f"{Path(export_dir) / 'embeddings.safetensors'}:{k}.{m}")
+            out[m][k] = distance_tau(table, e.table, pairs, mask=e.mask)["tau"]
     return out

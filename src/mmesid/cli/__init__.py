@@ -3,6 +3,9 @@
 Each module in this package defines `register(subparsers)` for one command group and is found
 automatically, so a new stage adds a module here and touches nothing else. User errors
 (MmesidError) end with one clear message on stderr and exit status 2.
+
+Command modules import torch and the stage packages only inside their command functions, so
+`mmesid --help` stays fast; `mmesid --version` is answered before any command module is imported.
 """
 
 from __future__ import annotations
@@ -31,7 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _asks_version(argv: list[str]) -> bool:
+    """`--version` among the options before the command (where argparse would accept it)."""
+    for arg in argv:
+        if arg == "--version":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _asks_version(argv):
+        from .. import __version__
+
+        print(f"mmesid {__version__}")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

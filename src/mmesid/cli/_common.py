@@ -1,42 +1,76 @@
-"""Helpers shared by the command modules: config loading, run folders, output."""
+"""Helpers shared by the command modules: the one CLI convention, config loading, output.
+
+Convention (docs/DEVELOPING.md, "Command line"): every command that shows progress takes `--quiet`;
+every command that writes a folder or file takes `--out` and `--overwrite` (replace an output of the
+same kind only); `--device`, `--threads` and `--batch-size` are flags wherever they apply (for the
+training commands `--device`/`--threads` are the config keys `device`/`threads`, so the run records
+them); training commands take `--config FILE.toml`, `--set key=value` and `--allow-config-change`.
+Nothing here imports torch, so `mmesid --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
-from ..config import dump_toml, load_config
-from ..io import atomic_path, new_run_dir
+from ..config import arg_number, load_config
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
+def add_config_args(p: argparse.ArgumentParser, resumable: bool = True) -> None:
     p.add_argument("--config", type=Path, help="TOML file overriding the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (dotted, value in TOML syntax); repeatable")
+    if resumable:
+        p.add_argument("--allow-config-change", action="store_true",
+                       help="resume a run with changed config keys (they are used and recorded)")
+
+
+def add_runtime_args(p: argparse.ArgumentParser, device: bool = True, threads: bool = True,
+                     batch_size: int | None = None, progress: bool = True) -> None:
+    if device:
+        p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    if threads:
+        p.add_argument("--threads", type=arg_number(int, ge=0), default=None,
+                       help="CPU threads (torch.set_num_threads); 0 = torch's default")
+    if batch_size is not None:
+        p.add_argument("--batch-size", type=arg_number(int, ge=1), default=batch_size,
+                       help=f"items/users per batch (default {batch_size})")
+    if progress:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_output_args(p: argparse.ArgumentParser, required: bool = True, help: str = "output folder") -> None:
+    p.add_argument("--out", type=Path, required=required, help=help)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output of the same kind (never anything else)")
+
+
+def runtime_overrides(args) -> list[str]:
+    """--device/--threads of a training command as config overrides (recorded in config.toml)."""
+    out = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "device", None):
+        out.append(f'device="{args.device}"')
+    if getattr(args, "threads", None) is not None:
+        out.append(f"threads={args.threads}")
+    return out
 
 
 def config_from_args(cls, args, section: str | None = None):
-    return load_config(cls, args.config, args.overrides, section=section)
+    return load_config(cls, args.config, runtime_overrides(args), section=section)
 
 
-def run_dir_from_args(args, name: str) -> Path:
-    if getattr(args, "out", None):
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    return new_run_dir(getattr(args, "runs_root", "runs"), name)
-
-
-def write_run_config(run_dir: Path, cfg, extra: dict | None = None) -> None:
-    """Save the resolved config (re-usable with --config) and the command's inputs."""
-    with atomic_path(run_dir / "config.toml") as tmp:
-        tmp.write_text(dump_toml(cfg))
-    if extra:
-        with atomic_path(run_dir / "run.json") as tmp:
-            tmp.write_text(json.dumps(extra, indent=2, default=str) + "\n")
+def default_out(name: str) -> Path:
+    """runs/<name>-YYYYmmdd-HHMMSS when --out is not given."""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def print_metrics(title: str, metrics: dict) -> None:
     keys = [k for k in metrics if "@" in k]
     print(f"{title}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+

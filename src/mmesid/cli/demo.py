@@ -6,8 +6,8 @@ Every stage is run through the same commands a user types, each writing its run 
   1. data       synthetic catalogue with planted structure + one PNG per item
   2. sasrec     SASRec -> E_c (and the SASRec baseline)
   3. encode     E_t from titles with the bundled all-MiniLM-L6-v2; E_v from the images as colour
-                histograms (no pretrained image model ships offline; `mmesid encode image` takes a
-                CLIP-family folder on a real run)
+                histograms (`mmesid.encoders.colour`: no pretrained image model ships offline;
+                `mmesid encode image` takes a CLIP-family folder on a real run)
   4. quantize   MM-RQ-VAE over c, t, v -> semantic IDs + codebooks
   5. finetune   MME-SID and E4SRec on the MiniLM backbone (LoRA), same budget
   6. analyze    forgetting (Kendall tau, E_c vs quantised) and collapse (singular values)
@@ -21,8 +21,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
+from ..config import arg_number
 from ..errors import MmesidError
 from ..io import read_json, save_npy, write_json
 
@@ -30,24 +29,13 @@ from ..io import read_json, save_npy, write_json
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline offline on synthetic data")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder (default runs/demo)")
-    p.add_argument("--users", type=int, default=400)
-    p.add_argument("--items", type=int, default=160)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--finetune-steps", type=int, default=150, help="optimizer steps per fine-tuned model")
+    p.add_argument("--users", type=arg_number(int, ge=1), default=400)
+    p.add_argument("--items", type=arg_number(int, ge=8), default=160)
+    p.add_argument("--seed", type=arg_number(int, ge=0), default=0)
+    p.add_argument("--finetune-steps", type=arg_number(int, ge=1), default=150,
+                   help="optimizer steps per fine-tuned model")
     p.add_argument("--quick", action="store_true", help="tiny budgets everywhere (a smoke test, not a result)")
     p.set_defaults(func=cmd_demo)
-
-
-def colour_histograms(image_dir: Path, data, bins: int = 4) -> np.ndarray:
-    """A fixed, training-free visual descriptor: a joint RGB histogram (bins^3) of each item's image."""
-    from PIL import Image
-
-    feats = np.zeros((data.n_items + 1, bins ** 3), dtype=np.float32)
-    for iid, info in enumerate(data.items, start=1):
-        img = np.asarray(Image.open(image_dir / Path(info.image).name).convert("RGB")) // (256 // bins)
-        idx = (img[..., 0] * bins + img[..., 1]) * bins + img[..., 2]
-        feats[iid] = np.bincount(idx.ravel(), minlength=bins ** 3) / idx.size
-    return feats
 
 
 def _run(*argv) -> None:
@@ -67,7 +55,10 @@ def _test_metrics(path: Path) -> dict:
 
 
 def cmd_demo(args) -> int:
+    from ..artifacts.outputs import check_output_location
+
     out: Path = args.out
+    check_output_location(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     q = args.quick
@@ -78,7 +69,7 @@ def cmd_demo(args) -> int:
          "--seed", args.seed, "--images", out / "images", "--overwrite")
 
     print("\n[2/6] SASRec: E_c and the SASRec baseline", flush=True)
-    _run("sasrec", "train", "--data", out / "data", "--out", out / "sasrec", "--no-progress",
+    _run("sasrec", "train", "--data", out / "data", "--out", out / "sasrec", "--quiet",
          "--set", f"epochs={3 if q else 40}", "--set", "patience=5", "--set", "batch_size=64",
          "--set", "lr=3e-3", "--set", f"seed={args.seed}", "--set", "model.hidden=32",
          "--set", "model.dropout=0.2", "--set", "model.attn_dropout=0.2")
@@ -87,16 +78,17 @@ def cmd_demo(args) -> int:
     print("\n[3/6] item encoders: E_t (MiniLM on titles), E_v (colour histograms of the images)", flush=True)
     _run("encode", "text", "--data", out / "data", "--out", out / "E_t.safetensors", "--quiet")
     from ..data.dataset import SequenceData
+    from ..encoders.colour import colour_histograms
 
     data = SequenceData.load(out / "data")
-    save_npy(out / "colour_hist.npy", colour_histograms(out / "images", data))
+    save_npy(out / "colour_hist.npy", colour_histograms(data, out / "images"))
     _run("encode", "precomputed", "--data", out / "data", "--input", out / "colour_hist.npy",
          "--modality", "visual", "--out", out / "E_v.safetensors")
 
     print("\n[4/6] MM-RQ-VAE: semantic IDs and codebooks for c, t, v", flush=True)
     _run("quantize", "train", "--emb", f"c={e_c}", "--emb", f"t={out / 'E_t.safetensors'}",
          "--emb", f"v={out / 'E_v.safetensors'}", "--out", out / "quantize", "--data", out / "data",
-         "--no-progress", "--set", f"epochs={5 if q else 60}", "--set", "batch_size=256",
+         "--quiet", "--set", f"epochs={5 if q else 60}", "--set", "batch_size=256",
          "--set", "model.codebook_sizes=[32, 32, 32]", "--set", f"seed={args.seed}")
     sids = out / "quantize" / "export"
 
@@ -106,15 +98,15 @@ def cmd_demo(args) -> int:
     for variant in ("mme-sid", "e4srec"):
         run = out / f"finetune-{variant}"
         _run("finetune", "--data", out / "data", "--emb", f"c={e_c}", "--emb", f"t={out / 'E_t.safetensors'}",
-             "--emb", f"v={out / 'E_v.safetensors'}", "--sids", sids, "--out", run, "--no-progress",
+             "--emb", f"v={out / 'E_v.safetensors'}", "--sids", sids, "--out", run, "--quiet",
              "--set", f'variant="{variant}"', "--set", f"max_steps={steps}", "--set", "epochs=1000",
              "--set", "warmup_steps=10", "--set", "lr=1e-3", "--set", f"eval_every={max(1, steps // 3)}",
              "--set", f"seed={args.seed}")
         runs[variant] = run
 
     print("\n[6/6] analyses: forgetting (Kendall tau) and embedding collapse", flush=True)
-    _run("analyze", "forgetting", "--data", out / "data", "--a", e_c,
-         "--b", f"{sids / 'embeddings.safetensors'}:z_hat.c", "--out", out / "forgetting.json")
+    _run("analyze", "forgetting", "--data", out / "data", "--original", e_c,
+         "--derived", f"{sids / 'embeddings.safetensors'}:z_hat.c", "--out", out / "forgetting.json")
     collapse = []
     for name, run in runs.items():
         collapse += ["--emb", f"{name}-input={run / 'item_input_embeddings.safetensors'}"]

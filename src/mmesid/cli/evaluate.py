@@ -2,66 +2,122 @@
 
 from __future__ import annotations
 
-import importlib
-import tomllib
+import os
 from pathlib import Path
 
-from ..data.dataset import SequenceData
-from ..data.split import eval_examples
 from ..errors import MmesidError
-from ..eval.ranking import evaluate
-from ..io import read_json, write_json
-from ._common import print_metrics
-
-# run kind (from run.json) -> "module:function(run_dir, data, device) -> scorer"
-LOADERS = {
-    "sasrec": "mmesid.cli.evaluate:_load_sasrec",
-    "finetune": "mmesid.rec.trainer:load_scorer",
-}
+from ._common import add_runtime_args, print_metrics
 
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="full-ranking HR/nDCG@{5,10,20} of a trained run")
     p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    p.add_argument("--run", type=Path, help="run folder of a trained model (sasrec or finetune)")
-    p.add_argument("--popularity", action="store_true", help="evaluate the most-popular baseline instead")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="run folder of a trained model (sasrec or finetune)")
+    which.add_argument("--popularity", action="store_true",
+                       help="evaluate the most-popular baseline instead (never written into a run)")
     p.add_argument("--split", choices=["valid", "test"], default="test")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--out", type=Path, metavar="FILE.json",
+                   help="where to write the results (default with --run: RUN/eval_<split>.json; "
+                        "with --popularity: printed only)")
+    add_runtime_args(p, device=True, threads=True, batch_size=1024)
     p.set_defaults(func=cmd_evaluate)
 
 
-def _load_sasrec(run_dir: Path, data: SequenceData, device):
-    from ..config import from_dict
-    from ..models.sasrec_train import SASRecTrainConfig, load_sasrec
+# Run kind (run.json "kind") -> the library function that rebuilds its scorer. Imported only when
+# used, so `mmesid --help` loads neither the models nor torch.
+def _sasrec(run_dir: Path, data, device):
+    from ..models.sasrec_train import load_scorer
 
-    cfg = from_dict(SASRecTrainConfig, tomllib.loads((run_dir / "config.toml").read_text()))
-    return load_sasrec(run_dir, data.n_items, cfg.model, device), cfg.model.max_len
+    return load_scorer(run_dir, data, device)
+
+
+def _finetune(run_dir: Path, data, device):
+    from ..rec.runs import load_scorer
+
+    return load_scorer(run_dir, data, device)
+
+
+SCORERS = {"sasrec": _sasrec, "finetune": _finetune}
+
+
+def _output_file(args) -> Path | None:
+    """The results file, checked before any work: a .json file, outside the inputs, writable; inside
+    the run folder only `eval_*.json` (so nothing can replace the run's own files)."""
+    from ..artifacts.outputs import check_output_file
+
+    out = args.out
+    if out is None:
+        if args.run is None:
+            return None
+        out = args.run / f"eval_{args.split}.json"
+    check_output_file(out, inputs=[args.data], suffixes=(".json",))
+    if args.run is not None:
+        run_r, out_r = args.run.resolve(), out.resolve()
+        if run_r in out_r.parents and (out_r.parent != run_r or not out_r.name.startswith("eval_")):
+            raise MmesidError(f"--out {out}: inside the run folder only eval_<name>.json may be written")
+    _check_writable(out)
+    return out
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before the evaluation, not after it, when the results could not be saved."""
+    folder = out.resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise MmesidError(f"--out {out}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise MmesidError(f"--out {out}: no permission to write in {folder}")
+
+
+def _scorer(args, data, device):
+    """(scorer, max_len, name) of the run, after checking its kind and its dataset."""
+    from ..artifacts.outputs import folder_kind
+    from ..artifacts.runs import open_run
+
+    if args.popularity:
+        from ..data.split import MAX_HISTORY
+        from ..models.popularity import Popularity
+
+        return Popularity(data.item_frequency()), MAX_HISTORY, "popularity"
+    kind = folder_kind(args.run)
+    if kind not in SCORERS:
+        if not args.run.is_dir():
+            raise MmesidError(f"{args.run}: run folder not found")
+        raise MmesidError(f"{args.run}: not a trained model run (kind {kind!r}; evaluate reads "
+                          f"{', '.join(sorted(SCORERS))} runs)")
+    run = open_run(args.run, kind, data_fingerprint=data.fingerprint)
+    scorer, max_len = SCORERS[kind](run.path, data, device)
+    return scorer, max_len, kind
 
 
 def cmd_evaluate(args) -> int:
+    from ..data.dataset import SequenceData
+    from ..data.split import eval_examples
+    from ..eval.ranking import evaluate
+    from ..io import write_json
     from ..utils import resolve_device
 
+    out = _output_file(args)
     data = SequenceData.load(args.data)
-    device = resolve_device(args.device)
-    examples = eval_examples(data.sequences, args.split)
-    max_len = 50
-    if args.popularity:
-        from ..models.popularity import Popularity
+    device = resolve_device(args.device or "auto")
+    if args.threads:
+        import torch
 
-        scorer, name = Popularity(data.item_frequency()), "popularity"
-    else:
-        if args.run is None:
-            raise MmesidError("evaluate needs --run RUN_DIR or --popularity")
-        info = read_json(args.run / "run.json")
-        kind = info.get("kind")
-        if kind not in LOADERS:
-            raise MmesidError(f"{args.run / 'run.json'}: unknown run kind {kind!r} (known: {sorted(LOADERS)})")
-        mod, fn = LOADERS[kind].split(":")
-        scorer, max_len = getattr(importlib.import_module(mod), fn)(args.run, data, device)
-        name = kind
-    m = evaluate(scorer, examples, batch_size=args.batch_size, max_len=max_len, device=device)
+        torch.set_num_threads(args.threads)
+    scorer, max_len, name = _scorer(args, data, device)
+    examples = eval_examples(data.sequences, args.split)
+    m = evaluate(scorer, examples, batch_size=args.batch_size, max_len=max_len, device=device,
+                 progress=not args.quiet)
+    result = {**m, "model": name, "split": args.split, "data": str(args.data),
+              "data_fingerprint": data.fingerprint, "run": str(args.run) if args.run else None}
+    if out is not None:
+        try:
+            write_json(out, result)
+        except OSError as e:
+            raise MmesidError(f"{out}: cannot write the results ({e.strerror or e}); nothing was saved") from None
     print_metrics(f"{name} {args.split} ({m['users']} users, {m['eval_seconds']:.1f}s)", m)
-    if args.run is not None:
-        write_json(args.run / f"eval_{args.split}.json", m)
+    if out is not None:
+        print(f"results: {out}")
     return 0

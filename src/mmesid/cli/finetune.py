@@ -4,81 +4,77 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 
-from ..config import dump_toml, from_dict
-from ..data.dataset import SequenceData
 from ..errors import MmesidError
-from ..io import read_json
-from ._common import add_config_args, config_from_args, print_metrics, run_dir_from_args, write_run_config
+from ._common import add_config_args, add_runtime_args, default_out, print_metrics, runtime_overrides
 
 
 def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune the LLM recommender (MME-SID, ablations, LLM baselines)")
     p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     p.add_argument("--emb", action="append", default=[], metavar="MODALITY=FILE",
-                   help="item embeddings E_c / E_t / E_v (safetensors key 'embedding', or .npy); repeatable")
+                   help="item embeddings E_c / E_t / E_v (FILE[:KEY], .safetensors or .npy); repeatable. "
+                        "Resuming without --emb uses the run's own")
     p.add_argument("--sids", type=Path, help="quantiser export folder (semantic_ids/codebooks.safetensors)")
     p.add_argument("--out", type=Path, help="run folder (default: runs/finetune-<time>); an existing one resumes")
+    p.add_argument("--overwrite", action="store_true", help="start the fine-tuning run in --out again from scratch")
     add_config_args(p)
-    p.add_argument("--no-progress", action="store_true")
+    add_runtime_args(p)
     p.set_defaults(func=cmd_finetune)
 
 
-def parse_embs(items: list[str]) -> dict[str, str]:
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise MmesidError(f"--emb {it!r}: expected MODALITY=FILE, e.g. c=E_c.safetensors")
-        j, path = it.split("=", 1)
-        if j not in ("c", "t", "v"):
-            raise MmesidError(f"--emb {it!r}: modality must be c, t or v")
-        if j in out:
-            raise MmesidError(f"--emb: modality {j!r} given twice")
-        if not Path(path).exists():
-            raise MmesidError(f"--emb {j}={path}: file not found")
-        out[j] = str(Path(path).resolve())
-    return out
+def _inputs(args, run, resuming: bool) -> tuple[dict[str, str], str | None]:
+    """--emb / --sids, or the run's own when resuming without them; other files than the run's are
+    refused on resume unless --allow-config-change."""
+    from ..artifacts.embeddings import parse_emb_args
+
+    embs = parse_emb_args(args.emb)
+    sids = str(args.sids.resolve()) if args.sids else None
+    if sids and not Path(sids).is_dir():
+        raise MmesidError(f"--sids {args.sids}: not a folder")
+    if resuming:
+        old = run.info()
+        if not embs and not sids:
+            embs, sids = dict(old.get("emb") or {}), old.get("sids")
+        elif (embs, sids) != (old.get("emb"), old.get("sids")) and not args.allow_config_change:
+            raise MmesidError(f"{run.path}: resuming a run trained on other inputs (run.json: emb {old.get('emb')}, "
+                              f"sids {old.get('sids')}); resume without --emb/--sids, use a new --out folder, "
+                              "or pass --allow-config-change")
+    if not embs:
+        raise MmesidError("finetune needs at least --emb c=FILE (the collaborative embeddings E_c)")
+    return embs, sids
 
 
 def cmd_finetune(args) -> int:
+    from ..artifacts.runs import RunDir
+    from ..data.dataset import SequenceData
+    from ..rec.build import read_inputs
     from ..rec.config import FinetuneConfig
-    from ..rec.trainer import CKPT, train_finetune
+    from ..rec.distributed import setup_runtime
+    from ..rec.runs import KIND
+    from ..rec.train import input_paths, train_finetune
 
-    run_dir = run_dir_from_args(args, "finetune")
-    saved_cfg = run_dir / "config.toml"
-    resuming = (run_dir / CKPT / "state.pt").exists()
-    if resuming and args.config is None and not args.overrides:
-        cfg = from_dict(FinetuneConfig, tomllib.loads(saved_cfg.read_text()))  # resume as configured
-    else:
-        cfg = config_from_args(FinetuneConfig, args)
-        if resuming and saved_cfg.exists() and dump_toml(cfg) != saved_cfg.read_text():
-            raise MmesidError(f"{run_dir}: holds a checkpoint trained with a different config; resume without "
-                              "--config/--set, or choose a new --out folder")
-    embs = parse_embs(args.emb)
-    sids = str(args.sids.resolve()) if args.sids else None
-    if resuming and (run_dir / "run.json").exists():
-        old = read_json(run_dir / "run.json")
-        embs = embs or old.get("emb", {})
-        sids = sids or old.get("sids")
-    if not embs:
-        raise MmesidError("finetune needs at least --emb c=FILE (the collaborative embeddings E_c)")
-    if sids and not Path(sids).is_dir():
-        raise MmesidError(f"--sids {sids}: not a folder")
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if args.out is None and several:
+        raise MmesidError("--out is required when several processes run (they must share one run folder)")
+    out = args.out or default_out("finetune")
+    probe = RunDir(out, KIND)
+    cfg = probe.resolve_config(FinetuneConfig, args.config, runtime_overrides(args), args.allow_config_change,
+                               fresh=args.overwrite)
+    resuming = not args.overwrite and probe.has_checkpoint() and probe.info().get("kind") == KIND
+    embs, sids = _inputs(args, probe, resuming)
     data = SequenceData.load(args.data)
-    from ..rec.backbone import default_backbone_path
-
-    write_run_config(run_dir, cfg, {"command": "finetune " + " ".join(sys.argv[2:]), "kind": "finetune",
-                                    "data": str(Path(args.data).resolve()), "emb": embs, "sids": sids,
-                                    "variant": cfg.variant,
-                                    "backbone": cfg.backbone.path or f"all-MiniLM-L6-v2 ({default_backbone_path()})"})
-    m = train_finetune(data, cfg, run_dir, embs, sids, progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: one report is enough
+    read_inputs(cfg, data, embs, sids)  # refuse inputs of another dataset before the run folder is touched
+    rt = setup_runtime(cfg)
+    run = RunDir(out, KIND, rt.dist)
+    with run.claim([args.data, *input_paths(embs, sids)], overwrite=args.overwrite):
+        run.write_info({"command": "finetune " + " ".join(sys.argv[2:]), "data": str(Path(args.data).resolve())})
+        m = train_finetune(data, cfg, run, embs, sids, progress=not args.quiet, runtime=rt)
+    if not rt.is_main:  # data-parallel: one report is enough
         return 0
-    if "test" in m:
-        print_metrics("valid", m["valid"])
-        print_metrics("test ", m["test"])
-    print(f"metrics in {run_dir / 'metrics.json'}; embeddings in {run_dir}/item_input_embeddings.safetensors, "
-          f"target_embeddings.safetensors")
+    print_metrics("valid", m["valid"])
+    print_metrics("test ", m["test"])
+    print(f"metrics in {out / 'metrics.json'}; embeddings in {out}/item_input_embeddings.safetensors, "
+          "target_embeddings.safetensors")
     return 0

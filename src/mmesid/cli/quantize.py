@@ -2,105 +2,95 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
-from ..errors import MmesidError
-from ._common import add_config_args, run_dir_from_args
+from ._common import add_config_args, add_output_args, add_runtime_args, default_out, runtime_overrides
+
+EMB_HELP = ("embedding table of modality M in {c, t, v} (.safetensors key 'embedding', FILE:KEY for another "
+            "key, or .npy); repeatable")
 
 
 def register(sub) -> None:
     p = sub.add_parser("quantize", help="train MM-RQ-VAE and export semantic IDs and codebooks")
     s = p.add_subparsers(dest="quantize_command", required=True, metavar="ACTION")
 
-    t = s.add_parser("train", help="train (resumable), keep the best checkpoint by loss, export")
-    t.add_argument("--emb", action="append", default=[], required=True, metavar="M=FILE",
-                   help="embedding table of modality M in {c, t, v} (.safetensors key 'embedding', or .npy); "
-                        "repeatable")
+    t = s.add_parser("train", help="train (resumable), keep the best weights by eval loss, export")
+    t.add_argument("--emb", action="append", default=[], required=True, metavar="M=FILE", help=EMB_HELP)
     t.add_argument("--out", type=Path, help="run folder (default: runs/quantize-<time>); an existing one resumes")
-    t.add_argument("--export", type=Path, help="export folder (default: RUN/export)")
-    t.add_argument("--data", type=Path, help="prepared dataset: also measure forgetting (Kendall tau) at the end")
+    t.add_argument("--overwrite", action="store_true", help="start the quantiser run in --out again from scratch")
+    t.add_argument("--export", type=Path,
+                   help="export folder (default: RUN/export); an earlier export there is replaced")
+    t.add_argument("--data", type=Path,
+                   help="prepared dataset the tables were made from: checked, and forgetting (Kendall tau) "
+                        "is measured at the end")
     add_config_args(t)
-    t.add_argument("--no-progress", action="store_true")
+    add_runtime_args(t)
     t.set_defaults(func=cmd_train)
 
     e = s.add_parser("export", help="write semantic IDs, codebooks and stats of a trained run")
     e.add_argument("--run", type=Path, required=True, help="run folder of `quantize train`")
-    e.add_argument("--out", type=Path, required=True, help="export folder (replaced if it exists)")
+    add_output_args(e, help="export folder")
     e.add_argument("--emb", action="append", default=[], metavar="M=FILE",
-                   help="override the input tables recorded in RUN/run.json")
+                   help="use these tables instead of those recorded in RUN/run.json (same items and dataset)")
     e.set_defaults(func=cmd_export)
 
 
-def _load_cfg(args, run_dir: Path | None):
-    from ..config import load_config
-    from ..quantize.train import QuantizeConfig
-
-    cfg_file = args.config
-    if cfg_file is None and run_dir is not None and (run_dir / "checkpoint.pt").exists() \
-            and (run_dir / "config.toml").exists():
-        cfg_file = run_dir / "config.toml"  # resuming: keep the run's own configuration
-    return load_config(QuantizeConfig, cfg_file, args.overrides)
-
-
 def cmd_train(args) -> int:
-    from ..quantize.embeddings import load_modalities, parse_modality_args
-    from ..quantize.train import run_training
+    from ..artifacts.embeddings import parse_emb_args, read_modalities
+    from ..artifacts.outputs import check_output_folder
+    from ..artifacts.runs import RunDir
+    from ..artifacts.sid_export import KIND as EXPORT_KIND
+    from ..quantize.train import KIND, QuantizeConfig, export_inputs, run_training
 
-    files = parse_modality_args(args.emb)
-    embs = load_modalities(files)
+    files = parse_emb_args(args.emb)
+    out = args.out or default_out("quantize")
+    run = RunDir(out, KIND)
+    cfg = run.resolve_config(QuantizeConfig, args.config, runtime_overrides(args), args.allow_config_change,
+                             fresh=args.overwrite)
     data = None
     if args.data is not None:
         from ..data.dataset import SequenceData
 
         data = SequenceData.load(args.data)
-        n = next(iter(embs.values())).n_items
-        if data.n_items != n:
-            raise MmesidError(f"{args.data}: {data.n_items} items, but the embedding tables have {n}")
-    run_dir = Path(args.out) if args.out else None
-    cfg = _load_cfg(args, run_dir)
-    run_dir = run_dir_from_args(args, "quantize")
-    m = run_training(embs, cfg, run_dir, export_dir=args.export, data=data, progress=not args.no_progress,
-                     run_info={"data": str(args.data) if args.data else None})
+    embs = read_modalities(files, n_items=data.n_items if data else None,
+                           fingerprint=data.fingerprint if data else None)
+    extra = [args.data] if args.data is not None else []
+    export = Path(args.export) if args.export is not None else Path(out) / "export"
+    # refuse a bad export location now, not after hours of training
+    check_output_folder(export, EXPORT_KIND, export_inputs(out, embs) + extra, replaceable=True, what="--export")
+    info = {"command": "quantize train " + " ".join(sys.argv[3:]),
+            "data": str(Path(args.data).resolve()) if args.data is not None else None}
+    with run.claim(inputs=[Path(e.path) for e in embs.values()] + extra, overwrite=args.overwrite):
+        m = run_training(embs, cfg, run, export_dir=export, progress=not args.quiet,
+                         data_fingerprint=data.fingerprint if data else None, run_info=info, extra_inputs=extra)
+        if data is not None:
+            from ..analysis.forgetting import export_forgetting
+
+            m["forgetting"] = export_forgetting(data.sequences, {k: e.table for k, e in embs.items()}, export)
+            run.write_metrics(m)
+    _print_summary(m, out)
+    return 0
+
+
+def _print_summary(m: dict, out: Path) -> None:
     for mod, s in m["sids"].items():
         print(f"{mod}: unique SID tuples {s['unique_fraction']:.4f}, largest collision group "
               f"{s['largest_collision_group']}")
     for mod, t in m.get("forgetting", {}).items():
         print(f"{mod}: Kendall tau vs input  z_hat {t['z_hat']:.4f}  s_hat {t['s_hat']:.4f}  z {t['z']:.4f}")
     print(f"best epoch {m['best_epoch']} of {m['epochs_run']}, {m['seconds_per_epoch']}s/epoch; "
-          f"export in {m['export']}; metrics in {run_dir / 'metrics.json'}")
-    return 0
+          f"export in {m['export']}; metrics in {Path(out) / 'metrics.json'}")
 
 
 def cmd_export(args) -> int:
-    from ..io import load_tensors
-    from ..quantize.embeddings import load_modalities, parse_modality_args
-    from ..quantize.export import export_model
-    from ..quantize.train import build_model
+    from ..artifacts.embeddings import parse_emb_args
+    from ..artifacts.runs import open_run
+    from ..quantize.train import KIND, export_run
 
-    run_dir = Path(args.run)
-    if not (run_dir / "best_model.safetensors").exists():
-        raise MmesidError(f"{run_dir}: no best_model.safetensors (train first)")
-    if args.emb:
-        files = parse_modality_args(args.emb)
-    else:
-        try:
-            files = json.loads((run_dir / "run.json").read_text())["emb"]
-        except (OSError, KeyError, json.JSONDecodeError) as e:
-            raise MmesidError(f"{run_dir / 'run.json'}: cannot read the input tables ({e}); pass --emb") from None
-    from ..config import load_config
-    from ..quantize.train import QuantizeConfig
-
-    cfg = load_config(QuantizeConfig, run_dir / "config.toml")
-    embs = load_modalities(files)
-    model = build_model(embs, cfg)
-    state, _ = load_tensors(run_dir / "best_model.safetensors")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise MmesidError(f"{run_dir}: checkpoint does not match the inputs/config ({str(e).splitlines()[0]})") from None
-    stats = export_model(model, {m: e.table for m, e in embs.items()}, {m: e.mask for m, e in embs.items()},
-                         args.out, extra_stats={"run": str(run_dir), "inputs": {m: e.path for m, e in embs.items()}})
+    run = open_run(args.run, KIND)
+    files = parse_emb_args(args.emb) if args.emb else None
+    stats = export_run(run, args.out, files, overwrite=args.overwrite)
     for mod, s in stats["modalities"].items():
         print(f"{mod}: unique SID tuples {s['unique_fraction']:.4f}, usage per level "
               f"{[round(lv['usage'], 3) for lv in s['levels']]}")

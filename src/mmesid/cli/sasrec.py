@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from ..data.dataset import SequenceData
-from ..models.sasrec_train import SASRecTrainConfig, train_sasrec
-from ._common import add_config_args, config_from_args, print_metrics, run_dir_from_args, write_run_config
+from ._common import add_config_args, add_runtime_args, default_out, print_metrics, runtime_overrides
 
 
 def register(sub) -> None:
@@ -15,18 +14,26 @@ def register(sub) -> None:
     t = s.add_parser("train", help="train on the training split, early-stop on validation, test, export E_c")
     t.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     t.add_argument("--out", type=Path, help="run folder (default: runs/sasrec-<time>); an existing one resumes")
+    t.add_argument("--overwrite", action="store_true", help="start the SASRec run in --out again from scratch")
     add_config_args(t)
-    t.add_argument("--no-progress", action="store_true")
+    add_runtime_args(t)
     t.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
-    cfg = config_from_args(SASRecTrainConfig, args)
+    from ..artifacts.runs import RunDir
+    from ..data.dataset import SequenceData
+    from ..models.sasrec_train import KIND, SASRecTrainConfig, train_sasrec
+
+    out = args.out or default_out("sasrec")
+    run = RunDir(out, KIND)
+    cfg = run.resolve_config(SASRecTrainConfig, args.config, runtime_overrides(args), args.allow_config_change,
+                             fresh=args.overwrite)
     data = SequenceData.load(args.data)
-    run_dir = run_dir_from_args(args, "sasrec")
-    write_run_config(run_dir, cfg, {"command": "sasrec train", "kind": "sasrec", "data": str(args.data)})
-    m = train_sasrec(data, cfg, run_dir, progress=not args.no_progress)
+    with run.claim(inputs=[args.data], overwrite=args.overwrite):
+        run.write_info({"command": "sasrec train " + " ".join(sys.argv[3:]), "data": str(Path(args.data).resolve())})
+        m = train_sasrec(data, cfg, run, progress=not args.quiet)
     print_metrics("valid", m["valid"])
     print_metrics("test ", m["test"])
-    print(f"E_c written to {run_dir / 'item_embeddings.safetensors'}; metrics in {run_dir / 'metrics.json'}")
+    print(f"E_c written to {out / 'item_embeddings.safetensors'}; metrics in {out / 'metrics.json'}")
     return 0

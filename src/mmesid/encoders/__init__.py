@@ -1,8 +1,9 @@
 """Item encoders: titles and images (or user-supplied matrices) -> E_t / E_v files.
 
-Every encoder writes the item-embedding format of docs/DEVELOPING.md: key `embedding` float32
-[n_items + 1, d] with row 0 = padding, key `mask` uint8 (1 = real embedding), and metadata with the
-modality, encoder, dim, n_items and a content hash used to skip work that is already done.
+Every encoder writes its file through `mmesid.artifacts.embeddings.write_item_embedding` (key
+`embedding` float32 [n_items + 1, d] with row 0 = padding, key `mask` uint8, metadata with the
+modality, encoder, dim, n_items and the dataset fingerprint), plus a content hash used to skip work
+that is already done.
 """
 
 from .base import EncodeResult, Encoder, Problem, resolve_device

@@ -1,7 +1,8 @@
 """Loading Hugging Face folders offline, with user errors instead of library tracebacks.
 
 Every load passes local_files_only=True: a folder that is incomplete fails here, it never
-triggers a download from the model hub (the CLI and the tests also set HF_HUB_OFFLINE=1).
+triggers a download from the model hub (`mmesid encode text` also sets HF_HUB_OFFLINE=1 when it
+loads the bundled default model).
 """
 
 from __future__ import annotations

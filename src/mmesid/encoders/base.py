@@ -2,8 +2,13 @@
 
 An encoder maps a batch of item inputs (titles, images) to float vectors. The driver streams the
 items batch by batch into one preallocated [n_items + 1, d] matrix (row 0 = padding), records which
-items had no usable input in `mask`, and writes the file of docs/DEVELOPING.md atomically with a
-content hash of inputs + encoder, so re-running with the same inputs is a no-op.
+items had no usable input in `mask`, and writes the item-embedding file through
+`mmesid.artifacts.embeddings.write_item_embedding` (the one writer) with the dataset fingerprint and
+a content hash of inputs + encoder, so re-running with the same inputs and dataset is a no-op.
+
+An existing `--out` is this command's own cache: an item-embedding file of the same modality is
+reused when up to date and replaced when stale; a file of another modality is replaced only with
+`overwrite`, and anything that is not an item-embedding file is never replaced.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from ..artifacts.outputs import check_output_file
 from ..errors import MmesidError
-from ..io import load_tensors, save_tensors
 from ..utils import resolve_device  # noqa: F401  (re-exported for the encoders)
 
 log = logging.getLogger(__name__)
@@ -100,16 +105,45 @@ def content_hash(parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def cached_output(out: str | os.PathLike, digest: str) -> bool:
-    """True when `out` exists and records exactly this content hash (so the work can be skipped)."""
-    out = Path(out)
-    if not out.exists():
-        return False
+def _header(out: Path) -> tuple[list[str], dict[str, str]] | None:
+    """(tensor names, metadata) of a safetensors file, from its header only; None when it is not one."""
+    from safetensors import safe_open
+
     try:
-        _, meta = load_tensors(out)
-    except MmesidError:
-        return False
-    return meta.get("content_hash") == digest
+        with safe_open(str(out), framework="pt") as f:
+            return list(f.keys()), dict(f.metadata() or {})
+    except Exception:  # safetensors raises its own error types for anything that is not its format
+        return None
+
+
+def check_output(out: str | os.PathLike, modality: str, inputs: Iterable[str | os.PathLike | None] = (),
+                 overwrite: bool = False) -> Path:
+    """Before any work: `out` is a .safetensors file name outside the inputs, and whatever is there
+    already is an item-embedding file of `modality` (another modality only with `overwrite`)."""
+    out = check_output_file(out, [i for i in inputs if i is not None], suffixes=(".safetensors",))
+    if out.exists():
+        found = _header(out)
+        if found is None or "embedding" not in found[0]:
+            raise MmesidError(f"--out {out}: exists and is not an item-embedding file; choose another "
+                              "name (nothing was changed)")
+        had = found[1].get("modality") or "unlabelled"
+        if had != modality and not overwrite:
+            raise MmesidError(f"--out {out}: holds {had} embeddings, not {modality} (use --overwrite to "
+                              "replace it)")
+    return out
+
+
+def cached_output(out: str | os.PathLike, digest: str, fingerprint: str | None = None) -> dict | None:
+    """The metadata of `out` when it records exactly this content hash and dataset (the work can be
+    skipped); None when there is no such file."""
+    out = Path(out)
+    found = _header(out) if out.is_file() else None
+    if found is None:
+        return None
+    meta = found[1]
+    if meta.get("content_hash") != digest or meta.get("data_fingerprint", "") != (fingerprint or ""):
+        return None
+    return meta
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -123,17 +157,14 @@ class EncodeResult:
     problems: list[Problem] = field(default_factory=list)
 
 
-def write_embedding_file(out: str | os.PathLike, emb: torch.Tensor, mask: torch.Tensor, *, modality: str,
-                         encoder: str, digest: str, extra: dict[str, Any] | None = None) -> None:
-    """The E_t / E_v / E_c file of docs/DEVELOPING.md, written atomically."""
-    n_items = emb.shape[0] - 1
-    meta = {"modality": modality, "encoder": encoder, "dim": str(emb.shape[1]), "n_items": str(n_items),
-            "content_hash": digest, "format_version": FORMAT_VERSION,
-            "n_missing": str(int(n_items - int(mask[1:].sum())))}
-    for k, v in (extra or {}).items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v, default=str)
-    save_tensors(out, {"embedding": emb.to(torch.float32).contiguous(),
-                       "mask": mask.to(torch.uint8).contiguous()}, meta)
+def cached_result(out: str | os.PathLike, n_items: int, meta: dict) -> EncodeResult:
+    return EncodeResult(Path(out), n_items, int(meta.get("dim", 0)), int(meta.get("n_missing", 0)), cached=True)
+
+
+def file_metadata(digest: str, missing: str, source: str, **more: str) -> dict[str, str]:
+    """The encoder-specific metadata every E_t / E_v file carries beside the common format keys."""
+    return {"content_hash": digest, "format_version": FORMAT_VERSION, "missing_policy": missing,
+            "source": source, **more}
 
 
 def write_problems(out: str | os.PathLike, problems: list[Problem]) -> Path | None:

@@ -21,13 +21,14 @@ from typing import Any, Sequence
 
 import torch
 
+from ..artifacts.embeddings import MODALITY_NAMES, write_item_embedding
 from ..data.dataset import ItemInfo, SequenceData
 from ..errors import MmesidError
 from ..io import atomic_path, file_sha256
 from ._hf import LOAD_ERRORS, check_model_folder, load_failure, read_config_json
-from .base import (EncodeResult, Encoder, Problem, cached_output, check_policy, content_hash, fail_on_problems,
-                   l2_normalize, model_folder_fingerprint, resolve_device, resolve_dtype, run_batches,
-                   write_embedding_file, write_problems)
+from .base import (EncodeResult, Encoder, Problem, cached_output, cached_result, check_output, check_policy,
+                   content_hash, fail_on_problems, file_metadata, l2_normalize, model_folder_fingerprint,
+                   resolve_device, resolve_dtype, run_batches, write_problems)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 IMAGE_POOLINGS = ("auto", "pooler", "mean", "cls")
 MAX_DOWNLOAD_BYTES = 50 << 20
 USER_AGENT = "mmesid-image-fetcher/0.1 (+https://github.com/)"
+VISUAL = MODALITY_NAMES["v"]
 
 
 class DownloadError(Exception):
@@ -305,12 +307,16 @@ def image_encoder(model: str | Path, processor: str | Path | None = None, poolin
 
 
 def encode_images(data: SequenceData | str | Path, encoder: Encoder, source: ImageSource,
-                  out: str | Path, batch_size: int = 32, missing: str = "fail", force: bool = False,
+                  out: str | Path, batch_size: int = 32, missing: str = "fail", overwrite: bool = False,
                   workers: int = 8, progress: bool = True) -> EncodeResult:
-    """Encode every item image into `out` (E_v); problems follow `missing` and are listed."""
+    """Encode every item image into `out` (E_v); problems follow `missing` and are listed.
+
+    An up-to-date `out` (same image bytes, encoder and dataset) is kept unless `overwrite`.
+    """
     check_policy(missing)
+    inputs = [data, source.image_dir] if not isinstance(data, SequenceData) else [source.image_dir]
+    out = check_output(out, VISUAL, inputs, overwrite)
     data = data if isinstance(data, SequenceData) else SequenceData.load(data)
-    out = Path(out)
     if workers < 1:
         raise MmesidError(f"--workers must be at least 1, got {workers}")
     items = data.items
@@ -347,11 +353,10 @@ def encode_images(data: SequenceData | str | Path, encoder: Encoder, source: Ima
             fail_on_problems(sorted(early.values(), key=lambda p: p.item), "image")
         digest = content_hash({"stage": "visual", "n_items": data.n_items, "images": h.hexdigest(),
                                "encoder": encoder.fingerprint(), "missing": missing})
-        if not force and cached_output(out, digest):
-            from .pipeline import _dim_of, _missing_of
-
-            log.info("%s is up to date (same images and encoder); nothing to do", out)
-            return EncodeResult(out, data.n_items, _dim_of(out), _missing_of(out), cached=True)
+        meta = None if overwrite else cached_output(out, digest, data.fingerprint)
+        if meta is not None:
+            log.info("%s is up to date (same images, encoder and dataset); nothing to do", out)
+            return cached_result(out, data.n_items, meta)
 
         encoder.load()
 
@@ -376,7 +381,7 @@ def encode_images(data: SequenceData | str | Path, encoder: Encoder, source: Ima
         # Pass 2: decode and encode batch by batch; only one batch of pixels is in memory.
         emb, mask, problems = run_batches(data.n_items, batch_size, load, encoder, missing, "image",
                                           progress=progress)
-    write_embedding_file(out, emb, mask, modality="visual", encoder=encoder.name, digest=digest,
-                         extra={"missing_policy": missing, "source": data.source})
+    write_item_embedding(out, emb, mask, modality=VISUAL, encoder=encoder.name, data_fingerprint=data.fingerprint,
+                         extra=file_metadata(digest, missing, data.source))
     write_problems(out, problems)
     return EncodeResult(out, data.n_items, emb.shape[1], len(problems), cached=False, problems=problems)

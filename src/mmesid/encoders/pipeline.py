@@ -6,9 +6,12 @@ import hashlib
 import logging
 from pathlib import Path
 
+from ..artifacts.embeddings import MODALITY_NAMES, write_item_embedding
 from ..data.dataset import SequenceData
-from .base import (EncodeResult, Encoder, Problem, cached_output, check_policy, content_hash, run_batches,
-                   write_embedding_file, write_problems)
+from .base import (EncodeResult, Encoder, Problem, cached_output, cached_result, check_output, check_policy,
+                   content_hash, file_metadata, run_batches, write_problems)
+
+TEXT = MODALITY_NAMES["t"]
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +28,21 @@ def _load_data(data: SequenceData | str | Path) -> SequenceData:
 
 
 def encode_text(data: SequenceData | str | Path, encoder: Encoder, out: str | Path, batch_size: int = 64,
-                missing: str = "fail", force: bool = False, progress: bool = True) -> EncodeResult:
-    """Encode every item title into `out` (E_t). Items with an empty title follow `missing`."""
+                missing: str = "fail", overwrite: bool = False, progress: bool = True) -> EncodeResult:
+    """Encode every item title into `out` (E_t). Items with an empty title follow `missing`.
+
+    An up-to-date `out` (same titles, encoder and dataset) is kept unless `overwrite`.
+    """
     check_policy(missing)
+    inputs = [data] if not isinstance(data, SequenceData) else []
+    out = check_output(out, TEXT, inputs, overwrite)
     data = _load_data(data)
-    out = Path(out)
     digest = content_hash({"stage": "text", "n_items": data.n_items, "titles": _titles_digest(data),
                            "encoder": encoder.fingerprint(), "missing": missing})
-    if not force and cached_output(out, digest):
-        log.info("%s is up to date (same titles and encoder); nothing to do", out)
-        return EncodeResult(out, data.n_items, _dim_of(out), _missing_of(out), cached=True)
+    meta = None if overwrite else cached_output(out, digest, data.fingerprint)
+    if meta is not None:
+        log.info("%s is up to date (same titles, encoder and dataset); nothing to do", out)
+        return cached_result(out, data.n_items, meta)
     encoder.load()
     titles = [it.title.strip() for it in data.items]
     # Longest titles first: batches of similar length waste less padding, and a too-large batch
@@ -54,21 +62,7 @@ def encode_text(data: SequenceData | str | Path, encoder: Encoder, out: str | Pa
     emb, mask, problems = run_batches(data.n_items, batch_size, load, encoder, missing, "title",
                                       order=order, progress=progress)
     problems.sort(key=lambda p: p.item)
-    write_embedding_file(out, emb, mask, modality="text", encoder=encoder.name, digest=digest,
-                         extra={"missing_policy": missing, "source": data.source})
+    write_item_embedding(out, emb, mask, modality=TEXT, encoder=encoder.name, data_fingerprint=data.fingerprint,
+                         extra=file_metadata(digest, missing, data.source))
     write_problems(out, problems)
     return EncodeResult(out, data.n_items, emb.shape[1], len(problems), cached=False, problems=problems)
-
-
-def _dim_of(out: Path) -> int:
-    from ..io import load_tensors
-
-    _, meta = load_tensors(out)
-    return int(meta.get("dim", 0))
-
-
-def _missing_of(out: Path) -> int:
-    from ..io import load_tensors
-
-    _, meta = load_tensors(out)
-    return int(meta.get("n_missing", 0))

@@ -1,9 +1,10 @@
 """User-supplied embedding matrices (.npy / .safetensors), checked and rewritten in mmesid's format.
 
-A precomputed matrix is accepted with n_items + 1 rows (row 0 = padding, overwritten with zeros)
-or n_items rows (a zero padding row is prepended). Anything else, a non-float dtype, or rows with
-NaN/Inf is reported with the file and the item ids. Rows that are NaN/Inf or all zero mean "no
-embedding": they follow the missing-input policy like a missing image.
+The input is read by `mmesid.artifacts.embeddings.read_item_embedding` (`FILE[:KEY]`; a .safetensors
+file's `mask` is honoured; NaN/Inf in a row the file marks as present is refused there, naming the
+item). A matrix is accepted with n_items + 1 rows (row 0 = padding, overwritten with zeros) or
+n_items rows (a zero padding row is prepended). Rows that are all zero mean "no embedding": they
+follow the missing-input policy like a missing image.
 """
 
 from __future__ import annotations
@@ -11,61 +12,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..artifacts.embeddings import MODALITY_NAMES, read_item_embedding, split_file_key, write_item_embedding
 from ..data.dataset import SequenceData
 from ..errors import MmesidError
-from ..io import file_sha256, load_npy
-from .base import (EncodeResult, Problem, cached_output, check_policy, content_hash, fail_on_problems,
-                   l2_normalize, write_embedding_file, write_problems)
+from ..io import file_sha256
+from .base import (EncodeResult, Problem, cached_output, cached_result, check_output, check_policy, content_hash,
+                   fail_on_problems, file_metadata, l2_normalize, write_problems)
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("text", "visual", "collaborative")
 
-
-def read_matrix(path: str | Path, key: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(matrix, optional mask) from .npy (never unpickled) or .safetensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise MmesidError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        if key:
-            raise MmesidError(f"{path}: --key applies to .safetensors files only")
-        arr = load_npy(path)
-        if arr.dtype.kind not in "f":
-            raise MmesidError(f"{path}: dtype {arr.dtype} is not a floating-point type "
-                              f"(expected float16/float32/float64)")
-        return torch.from_numpy(np.ascontiguousarray(arr)), None
-    if suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                keys = list(f.keys())
-                if key is None:
-                    if "embedding" in keys:
-                        key = "embedding"
-                    elif len([k for k in keys if k != "mask"]) == 1:
-                        key = next(k for k in keys if k != "mask")
-                    else:
-                        raise MmesidError(f"{path}: several tensors ({', '.join(keys)}); choose one with --key")
-                if key not in keys:
-                    raise MmesidError(f"{path}: no tensor {key!r} (has {', '.join(keys) or 'none'})")
-                mat = f.get_tensor(key)
-                mask = f.get_tensor("mask") if "mask" in keys else None
-        except MmesidError:
-            raise
-        except Exception as e:  # safetensors' own error types
-            raise MmesidError(f"{path}: not a valid safetensors file ({e})") from None
-        if not mat.is_floating_point():
-            raise MmesidError(f"{path}: tensor {key!r} has dtype {str(mat.dtype).replace('torch.', '')}, "
-                              f"not a floating-point type")
-        return mat, mask
-    raise MmesidError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .npy or .safetensors "
-                      f"(pickled .pt/.pkl files are not read)")
+def modality_name(modality: str) -> str:
+    """`text` / `visual` / `collaborative`, also accepting the short names t / v / c."""
+    name = MODALITY_NAMES.get(modality, modality)
+    if name not in MODALITY_NAMES.values():
+        raise MmesidError(f"--modality {modality!r}: expected one of {', '.join(MODALITY_NAMES.values())}")
+    return name
 
 
 def validate_matrix(mat: torch.Tensor, n_items: int, path: str | Path, mask: torch.Tensor | None = None,
@@ -92,8 +56,8 @@ def validate_matrix(mat: torch.Tensor, n_items: int, path: str | Path, mask: tor
     finite = torch.isfinite(emb).all(1)
     nonzero = emb.abs().sum(1) > 0
     given = mask.bool() if mask is not None else torch.ones(n_items + 1, dtype=torch.bool)
-    problems = []
-    for i in torch.nonzero(~finite[1:]).flatten().tolist():
+    problems = []  # rows the file marks as absent (mask 0) are passed on as absent, not reported
+    for i in torch.nonzero(~finite[1:] & given[1:]).flatten().tolist():
         problems.append(Problem(i + 1, "", str(path), "row has NaN/Inf"))
     for i in torch.nonzero(finite[1:] & ~nonzero[1:] & given[1:]).flatten().tolist():
         problems.append(Problem(i + 1, "", str(path), "row is all zeros"))
@@ -106,34 +70,40 @@ def validate_matrix(mat: torch.Tensor, n_items: int, path: str | Path, mask: tor
     return emb, ok.to(torch.uint8), sorted(problems, key=lambda p: p.item)
 
 
-def import_precomputed(data: SequenceData | str | Path, input_path: str | Path, out: str | Path,
-                       modality: str, key: str | None = None, missing: str = "fail", normalize: bool = False,
-                       force: bool = False) -> EncodeResult:
+def import_precomputed(data: SequenceData | str | Path, input_spec: str | Path, out: str | Path,
+                       modality: str, missing: str = "fail", normalize: bool = False,
+                       overwrite: bool = False) -> EncodeResult:
+    """Check `input_spec` (FILE[:KEY]) against the dataset and write it as an item-embedding file."""
     check_policy(missing)
-    if modality not in MODALITIES:
-        raise MmesidError(f"--modality {modality!r}: expected one of {', '.join(MODALITIES)}")
+    modality = modality_name(modality)
+    input_path, key = split_file_key(str(input_spec))
+    inputs = [input_path] + ([data] if not isinstance(data, SequenceData) else [])
+    out = check_output(out, modality, inputs, overwrite)
     data = data if isinstance(data, SequenceData) else SequenceData.load(data)
-    input_path = Path(input_path)
-    out = Path(out)
     if not input_path.is_file():
         raise MmesidError(f"{input_path}: file not found")
     digest = content_hash({"stage": "precomputed", "n_items": data.n_items, "file": file_sha256(input_path),
                            "key": key, "modality": modality, "missing": missing, "normalize": normalize})
-    if not force and cached_output(out, digest):
-        from .pipeline import _dim_of, _missing_of
-
-        return EncodeResult(out, data.n_items, _dim_of(out), _missing_of(out), cached=True)
-    mat, mask = read_matrix(input_path, key)
-    emb, mask, problems = validate_matrix(mat, data.n_items, input_path, mask, missing)
+    meta = None if overwrite else cached_output(out, digest, data.fingerprint)
+    if meta is not None:
+        return cached_result(out, data.n_items, meta)
+    e = read_item_embedding(input_spec, fingerprint=data.fingerprint)
+    mask = e.mask.clone()
+    if e.table.shape[0] == data.n_items:  # no padding row: the reader took item 1 for padding
+        mask[0] = True
+    emb, mask, problems = validate_matrix(e.table, data.n_items, input_path, mask, "zero")
     for p in problems:
         p.raw_id = data.items[p.item - 1].raw_id
+    if problems and missing == "fail":
+        fail_on_problems(problems, "embedding row")
     if normalize:
         emb[mask.bool()] = l2_normalize(emb[mask.bool()])
     if problems:
         log.warning("%d of %d rows without a usable embedding were written as zeros with mask 0",
                     len(problems), data.n_items)
-    write_embedding_file(out, emb, mask, modality=modality, encoder=f"precomputed:{input_path.name}",
-                         digest=digest, extra={"missing_policy": missing, "source": data.source,
-                                               "normalized": str(normalize).lower()})
+    write_item_embedding(out, emb, mask, modality=modality, encoder=f"precomputed:{input_path.name}",
+                         data_fingerprint=data.fingerprint,
+                         extra=file_metadata(digest, missing, data.source, normalized=str(normalize).lower()))
     write_problems(out, problems)
-    return EncodeResult(out, data.n_items, emb.shape[1], len(problems), cached=False, problems=problems)
+    n_missing = data.n_items - int(mask[1:].sum())  # problem rows and rows the input marks as absent
+    return EncodeResult(out, data.n_items, emb.shape[1], n_missing, cached=False, problems=problems)

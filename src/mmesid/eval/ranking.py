@@ -9,6 +9,10 @@ Ranking is over all items. Items of the user's full history are excluded (set to
 target is ranked; Amazon 5-core sequences have no repeated items, so the target is never one of
 them. Ties are counted against the target (pessimistic rank), so a constant scorer gets the worst
 rank rather than the best.
+
+Scores must be finite or -inf (-inf is how a model excludes an item). A NaN or +inf score means the
+model diverged: it would give rank -1, HR 1.0 or an infinite nDCG, so it is refused, naming how many
+users it hit, instead of being reported as a result.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.split import MAX_HISTORY, EvalExamples, pad_left
+from ..errors import MmesidError
 
 DEFAULT_KS = (5, 10, 20)
 
@@ -30,8 +35,19 @@ class Scorer(Protocol):
     def scores(self, histories: torch.Tensor) -> torch.Tensor: ...
 
 
+def check_scores(scores: torch.Tensor) -> None:
+    """Refuse NaN / +inf item scores (column 0, padding, is ignored); -inf is allowed."""
+    items = scores[:, 1:]
+    bad = (torch.isnan(items) | torch.isposinf(items)).any(1)
+    n_bad = int(bad.sum())
+    if n_bad:
+        raise MmesidError(f"scores contain NaN/inf for {n_bad} users (of {scores.shape[0]} in this batch); "
+                          "the model diverged")
+
+
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[np.ndarray]) -> torch.Tensor:
     """0-based rank of each target among all items, history items excluded, ties pessimistic."""
+    check_scores(scores)
     scores = scores.float().clone()
     scores[:, 0] = -math.inf
     rows = np.concatenate([np.full(len(h), i) for i, h in enumerate(exclude)]) if exclude else np.zeros(0)
@@ -48,12 +64,18 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[np.n
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """HR@k and nDCG@k of 0-based ranks; a negative rank or a non-finite metric is refused."""
     out = {}
     ranks = np.asarray(ranks)
+    if len(ranks) and ranks.min() < 0:
+        raise MmesidError(f"negative target rank {int(ranks.min())}: the scores were not comparable")
     for k in ks:
         hit = ranks < k
         out[f"HR@{k}"] = float(hit.mean()) if len(ranks) else 0.0
         out[f"nDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) if len(ranks) else 0.0
+    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    if bad:
+        raise MmesidError(f"metric {bad[0]} is {out[bad[0]]}; the scores were not comparable")
     return out
 
 
@@ -70,6 +92,8 @@ def evaluate(
 ) -> dict:
     """HR@k and nDCG@k averaged over all examples (one per user), plus wall time."""
     fn = scorer.scores if hasattr(scorer, "scores") else scorer
+    if batch_size < 1:
+        raise MmesidError(f"batch size must be at least 1, got {batch_size}")
     start = time.perf_counter()
     ranks = []
     n = len(examples)
@@ -78,6 +102,9 @@ def evaluate(
         hist = examples.histories[lo:hi]
         batch = pad_left(hist, max_len).to(device)
         s = fn(batch)
+        if s.ndim != 2 or s.shape[0] != hi - lo or s.shape[1] <= int(np.max(examples.targets[lo:hi])):
+            raise MmesidError(f"the model returned scores of shape {tuple(s.shape)} for {hi - lo} users; "
+                              "expected [users, n_items + 1]")
         tgt = torch.as_tensor(examples.targets[lo:hi], device=s.device)
         ranks.append(target_ranks(s, tgt, hist).cpu().numpy())
     ranks = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)

@@ -13,21 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import bounded
+from ..errors import ConfigError
+
 
 @dataclass
 class SASRecConfig:
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    max_len: int = 50
-    init_std: float = 0.02
+    hidden: int = bounded(64, ge=1)
+    layers: int = bounded(2, ge=1)
+    heads: int = bounded(2, ge=1)
+    inner: int = bounded(256, ge=1)
+    dropout: float = bounded(0.5, ge=0.0, lt=1.0)
+    attn_dropout: float = bounded(0.5, ge=0.0, lt=1.0)
+    max_len: int = bounded(50, ge=1)
+    init_std: float = bounded(0.02, gt=0.0)
 
     def validate(self):
-        from ..errors import ConfigError
-
         if self.hidden % self.heads:
             raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
 

@@ -1,45 +1,56 @@
-"""Training loop for SASRec: training split only, early stopping on validation, test at the end.
+"""Training SASRec: training split only, early stopping on validation, test at the end, E_c export.
 
 Training uses every position of each training sequence in one pass (the original SASRec scheme):
 for a causal model this gives the prediction of every prefix (s[:t] -> s[t]) at once, which is the
 authors' per-prefix training set, without building the prefixes. Sequences longer than max_len + 1
-are cut into windows so that no training target is lost.
+are cut into windows so that no training target is lost. The loop itself (validation, early stop,
+best weights, checkpoints, resume) is the shared `training.TrainingLoop`; this module only supplies
+SASRec's step and validation.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import time
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from ..artifacts.embeddings import write_item_embedding
+from ..artifacts.runs import RunDir, open_run
+from ..config import bounded
 from ..data.dataset import SequenceData
 from ..data.split import eval_examples, train_sequences
-from ..eval.ranking import evaluate
-from ..io import load_tensors, save_tensors, write_json
+from ..errors import ConfigError, MmesidError
+from ..eval.ranking import DEFAULT_KS, evaluate
+from ..io import load_tensors
+from ..training.loop import LoopSettings, TrainingLoop
 from ..utils import count_parameters, env_info, peak_rss_mb, resolve_device, seed_everything
 from .sasrec import SASRec, SASRecConfig
 
-log = logging.getLogger(__name__)
+KIND = "sasrec"
+BEST = "best.safetensors"
+METRICS = tuple(f"{m}@{k}" for m in ("HR", "nDCG") for k in DEFAULT_KS)
 
 
 @dataclass
 class SASRecTrainConfig:
     model: SASRecConfig = field(default_factory=SASRecConfig)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    epochs: int = 200
-    patience: int = 10  # epochs without validation improvement before stopping
+    lr: float = bounded(1e-3, gt=0.0)
+    weight_decay: float = bounded(0.0, ge=0.0)
+    batch_size: int = bounded(256, ge=1)
+    epochs: int = bounded(200, ge=1)
+    patience: int = bounded(10, ge=0)  # epochs without validation improvement before stopping (0 = never)
     metric: str = "nDCG@10"
-    eval_batch_size: int = 1024
-    seed: int = 42
+    eval_batch_size: int = bounded(1024, ge=1)
+    seed: int = bounded(42, ge=0)
     device: str = "auto"
+    threads: int = bounded(0, ge=0)  # torch intra-op threads (0 = torch's default)
+
+    def validate(self) -> None:
+        if self.metric not in METRICS:
+            raise ConfigError(f"metric: {self.metric!r} is not one of {', '.join(METRICS)}")
 
 
 def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,121 +68,122 @@ def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndar
             ins.append(a)
             outs.append(b)
             end -= max_len
+    if not ins:
+        raise MmesidError("no training targets: every user's training part (all but the last two items) "
+                          "has fewer than 2 items; SASRec needs users with at least 4 interactions")
     return np.stack(ins), np.stack(outs)
 
 
-def _checkpoint_state(model, opt, epoch, best, best_epoch, bad, history, rng):
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
-            "best_epoch": best_epoch, "bad": bad, "history": history, "rng": rng,
-            "torch_rng": torch.get_rng_state()}
+class SASRecTask:
+    """SASRec's part of the training loop: one Adam step on a batch of windows, validation nDCG."""
+
+    def __init__(self, model: SASRec, data: SequenceData, cfg: SASRecTrainConfig, device: torch.device):
+        self.model, self.cfg, self.device = model, cfg, device
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.inputs, self.targets = training_windows(data.sequences, cfg.model.max_len)
+        self.valid = eval_examples(data.sequences, "valid")
+        self.steps_per_epoch = math.ceil(len(self.inputs) / cfg.batch_size)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.perm: torch.Tensor | None = None
+
+    def train_step(self, step: int) -> float:
+        k = step % self.steps_per_epoch
+        if k == 0 or self.perm is None:  # a new epoch: a new order from the run's own generator
+            self.perm = torch.randperm(len(self.inputs), generator=self.gen)
+        idx = self.perm[k * self.cfg.batch_size:(k + 1) * self.cfg.batch_size].numpy()
+        self.model.train()
+        x = torch.as_tensor(self.inputs[idx], device=self.device)
+        y = torch.as_tensor(self.targets[idx], device=self.device)
+        loss = self.model.loss(x, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def validate(self, step: int) -> dict:
+        return self.evaluate(self.valid)
+
+    def evaluate(self, examples, progress: bool = False) -> dict:
+        self.model.eval()
+        return evaluate(self.model, examples, batch_size=self.cfg.eval_batch_size, max_len=self.cfg.model.max_len,
+                        device=self.device, progress=progress)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(), "perm": self.perm}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.gen.set_state(st["generator"])
+        self.perm = st["perm"]
+
+    def best_weights(self) -> dict:
+        return self.model.state_dict()
+
+    def load_best_weights(self, w: dict) -> None:
+        self.model.load_state_dict(w)
 
 
-def train_sasrec(data: SequenceData, cfg: SASRecTrainConfig, run_dir: Path, resume: bool = True,
-                 progress: bool = True) -> dict:
-    """Train, early-stop on validation, evaluate the best model on test, export E_c."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def train_sasrec(data: SequenceData, cfg: SASRecTrainConfig, run: RunDir | str | Path, progress: bool = True,
+                 stop_after_steps: int | None = None) -> dict:
+    """Train (resuming from the run's checkpoint), test the best epoch's weights, export E_c."""
+    own = not isinstance(run, RunDir)
+    if own:
+        run = RunDir(run, KIND).claim()
+    try:
+        return _train(data, cfg, run, progress, stop_after_steps)
+    finally:
+        if own:
+            run.release()
+
+
+def _train(data, cfg, run: RunDir, progress, stop_after_steps) -> dict:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model = SASRec(data.n_items, cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    inputs, targets = training_windows(data.sequences, cfg.model.max_len)
-    valid = eval_examples(data.sequences, "valid")
-    test = eval_examples(data.sequences, "test")
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    ckpt_path = run_dir / "checkpoint.pt"
-    best_path = run_dir / "best_model.safetensors"
-    start_epoch, best, best_epoch, bad, history = 0, -1.0, -1, 0, []
-    if resume and ckpt_path.exists():
-        st = torch.load(ckpt_path, weights_only=True, map_location=device)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        start_epoch, best, best_epoch, bad, history = (st["epoch"] + 1, st["best"], st["best_epoch"],
-                                                       st["bad"], st["history"])
-        gen.set_state(st["rng"])
-        torch.set_rng_state(st["torch_rng"])  # dropout masks continue exactly where they stopped
-        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
-
-    t_train = 0.0
-    for epoch in range(start_epoch, cfg.epochs):
-        if bad >= cfg.patience:
-            break
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(inputs), generator=gen)
-        total, nb = 0.0, 0
-        bar = tqdm(range(0, len(perm), cfg.batch_size), desc=f"sasrec epoch {epoch}", disable=not progress,
-                   leave=False)
-        for lo in bar:
-            idx = perm[lo:lo + cfg.batch_size].numpy()
-            x = torch.as_tensor(inputs[idx], device=device)
-            y = torch.as_tensor(targets[idx], device=device)
-            loss = model.loss(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            nb += 1
-        epoch_time = time.perf_counter() - t0
-        t_train += epoch_time
-        model.eval()
-        m = evaluate(model, valid, batch_size=cfg.eval_batch_size, max_len=cfg.model.max_len, device=device,
-                     progress=False)
-        score = m[cfg.metric]
-        history.append({"epoch": epoch, "loss": total / max(1, nb), "epoch_seconds": round(epoch_time, 2),
-                        **{k: v for k, v in m.items() if "@" in k}})
-        improved = score > best
-        if improved:
-            best, best_epoch, bad = score, epoch, 0
-            save_tensors(best_path, model.state_dict())
-        else:
-            bad += 1
-        log.info("epoch %d loss %.4f valid %s %.4f (best %.4f @ %d) %.1fs", epoch, total / max(1, nb),
-                 cfg.metric, score, best, best_epoch, epoch_time)
-        if progress:
-            tqdm.write(f"epoch {epoch}: loss {total / max(1, nb):.4f} valid {cfg.metric} {score:.4f} "
-                       f"(best {best:.4f} @ {best_epoch}) {epoch_time:.1f}s")
-        st = _checkpoint_state(model, opt, epoch, best, best_epoch, bad, history, gen.get_state())
-        tmp = ckpt_path.with_suffix(".pt.tmp")
-        torch.save(st, tmp)
-        tmp.replace(ckpt_path)
-
-    state, _ = load_tensors(best_path)
-    model.load_state_dict(state)
-    model.eval()
-    valid_m = evaluate(model, valid, batch_size=cfg.eval_batch_size, max_len=cfg.model.max_len, device=device,
-                       progress=progress)
-    test_m = evaluate(model, test, batch_size=cfg.eval_batch_size, max_len=cfg.model.max_len, device=device,
-                      progress=progress)
-    emb = model.item_emb.weight.detach().cpu().clone()
-    save_tensors(run_dir / "item_embeddings.safetensors", {"embedding": emb},
-                 metadata={"modality": "collaborative", "encoder": "sasrec", "dim": emb.shape[1],
-                           "n_items": data.n_items, "padding_row": 0})
-    epoch_times = [h["epoch_seconds"] for h in history]
+    task = SASRecTask(model, data, cfg, device)
+    run.write_config(cfg)
+    run.write_info({"data_fingerprint": data.fingerprint, "n_items": data.n_items})
+    spe = task.steps_per_epoch
+    loop = TrainingLoop(task, LoopSettings(total_steps=cfg.epochs * spe, eval_every=spe, metric=cfg.metric,
+                                           patience=cfg.patience, steps_per_epoch=spe, name="sasrec"),
+                        run.checkpoints, run.path / BEST, progress=progress)
+    loop.resume()
+    st = loop.run(stop_after_steps)
+    if stop_after_steps is not None and st.step < loop.s.total_steps and not st.stopped_early:
+        return {"interrupted_at_step": st.step}
+    loop.load_best()
+    valid_m = task.evaluate(task.valid, progress)
+    test_m = task.evaluate(eval_examples(data.sequences, "test"), progress)
+    write_item_embedding(run.path / "item_embeddings.safetensors", model.item_emb.weight, modality="collaborative",
+                         encoder="sasrec", data_fingerprint=data.fingerprint)
+    epochs_run = len(st.history)
     metrics = {
-        "model": "SASRec",
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "valid": valid_m,
-        "test": test_m,
-        "seconds_per_epoch": round(float(np.mean(epoch_times)), 2) if epoch_times else None,
-        "train_seconds": round(t_train, 1),
-        "parameters": count_parameters(model),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "env": env_info(),
-        "history": history,
+        "model": "SASRec", "best_epoch": st.best_step // spe - 1 if st.best_step > 0 else -1,
+        "epochs_run": epochs_run, "stopped_early": st.stopped_early, "valid": valid_m, "test": test_m,
+        "seconds_per_epoch": round(st.train_seconds / max(1, st.step / spe), 2),
+        "train_seconds": round(st.train_seconds, 1), "parameters": count_parameters(model),
+        "peak_rss_mb": round(peak_rss_mb(), 1), "env": env_info(), "history": st.history,
     }
-    write_json(run_dir / "metrics.json", metrics)
+    run.write_metrics(metrics)
     return metrics
 
 
-def load_sasrec(run_dir: Path, n_items: int, cfg: SASRecConfig, device="cpu") -> SASRec:
-    model = SASRec(n_items, cfg)
-    state, _ = load_tensors(Path(run_dir) / "best_model.safetensors")
-    model.load_state_dict(state)
-    return model.to(device).eval()
+def load_scorer(run_dir: str | Path, data: SequenceData, device="cpu"):
+    """A trained SASRec run as a scorer for `evaluate` (checks it was trained on this dataset)."""
+    from ..config import load_config
 
-
-def config_dict(cfg: SASRecTrainConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    run = open_run(run_dir, KIND, data_fingerprint=data.fingerprint)
+    cfg = load_config(SASRecTrainConfig, run.path / "config.toml")
+    if not (run.path / BEST).exists():
+        raise MmesidError(f"{run.path}: no {BEST} (the run has not validated an epoch yet)")
+    model = SASRec(data.n_items, cfg.model)
+    state, _ = load_tensors(run.path / BEST)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise MmesidError(f"{run.path / BEST}: does not fit this dataset/config ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), cfg.model.max_len

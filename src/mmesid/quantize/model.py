@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..config import bounded
 from ..errors import ConfigError
 from .losses import info_nce, mmd2, mse
 from .rq import ResidualQuantizer
@@ -21,47 +22,38 @@ from .rq import ResidualQuantizer
 
 @dataclass
 class RQVAEConfig:
-    latent_dim: int = 64  # authors: the LLM hidden size (4096)
+    latent_dim: int = bounded(64, ge=1)  # authors: the LLM hidden size (4096)
     hidden: list[int] = field(default_factory=lambda: [256, 256])  # encoder widths; the decoder mirrors them
     codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256, 256])  # one entry per level
     activation: Literal["relu", "gelu", "silu"] = "relu"
-    dropout: float = 0.0
+    dropout: float = bounded(0.0, ge=0.0, lt=1.0)
     standardize: bool = True  # centre each modality and divide by one global std (distance ranks unchanged)
 
     def validate(self) -> None:
-        if self.latent_dim < 1:
-            raise ConfigError("model.latent_dim: must be >= 1")
         if not self.codebook_sizes or any(s < 1 for s in self.codebook_sizes):
             raise ConfigError("model.codebook_sizes: need at least one level, each size >= 1")
         if any(h < 1 for h in self.hidden):
             raise ConfigError("model.hidden: widths must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("model.dropout: must be in [0, 1)")
 
 
 @dataclass
 class LossConfig:
     recon: Literal["mse", "mmd", "mse+mmd"] = "mse"
-    recon_weight: float = 1.0
-    mse_weight: float = 1.0  # used by 'mse+mmd'
-    mmd_weight: float = 1.0  # used by 'mse+mmd'
+    recon_weight: float = bounded(1.0, ge=0.0)
+    mse_weight: float = bounded(1.0, ge=0.0)  # used by 'mse+mmd'
+    mmd_weight: float = bounded(1.0, ge=0.0)  # used by 'mse+mmd'
     mmd_sigmas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     mmd_bandwidth: Literal["median", "fixed"] = "median"  # sigmas relative to the batch's median distance
     mmd_estimator: Literal["unbiased", "biased"] = "unbiased"
-    alpha: float = 1.0  # commitment weight inside L_RQ-VAE (eq. 5)
-    beta: float = 1e-3  # alignment weight
-    gamma: float = 1.0  # L_RQ-VAE weight
-    temperature: float = 0.1  # InfoNCE temperature epsilon
+    alpha: float = bounded(1.0, ge=0.0)  # commitment weight inside L_RQ-VAE (eq. 5)
+    beta: float = bounded(1e-3, ge=0.0)  # alignment weight
+    gamma: float = bounded(1.0, ge=0.0)  # L_RQ-VAE weight
+    temperature: float = bounded(0.1, gt=0.0)  # InfoNCE temperature epsilon
     align_symmetric: bool = False
 
     def validate(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError("loss.temperature: must be > 0")
         if not self.mmd_sigmas or any(s <= 0 for s in self.mmd_sigmas):
             raise ConfigError("loss.mmd_sigmas: need at least one positive bandwidth")
-        for k in ("recon_weight", "mse_weight", "mmd_weight", "alpha", "beta", "gamma"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"loss.{k}: must be >= 0")
 
 
 _ACT = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}

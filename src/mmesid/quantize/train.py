@@ -1,8 +1,19 @@
-"""Training loop of MM-RQ-VAE: k-means init, balanced assignment, dead-code re-seeding, resume, export."""
+"""Training of MM-RQ-VAE on the shared `training.TrainingLoop`, and the export of its semantic IDs.
+
+One loop step is one batch of one epoch. The epoch's item order is drawn from the run's own
+generator at the epoch's first step; after its last step the unused codes are re-seeded (on the
+epochs `dead_code_every` / `dead_code_until` select), then the epoch is validated: the eval loss
+over all items in a fixed order and the share of unique SID tuples. The best weights are those with
+the lowest eval reconstruction term (or total loss, per `select`). K-means initialisation happens
+once, before the loop, and only when the run starts fresh: a resumed run continues from its
+checkpoint to exactly the result of an uninterrupted one. The loop itself (early stop, best
+weights, checkpoints, divergence checks) is shared with the other stages.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,56 +21,58 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from ..errors import ConfigError
-from ..config import dump_toml
-from ..io import atomic_path, load_tensors, save_tensors, write_json
+from ..artifacts.embeddings import ItemEmbedding, check_fingerprint, common_fingerprint, read_modalities, \
+    split_file_key
+from ..artifacts.outputs import check_output_folder
+from ..artifacts.runs import RunDir
+from ..artifacts.sid_export import KIND as EXPORT_KIND
+from ..artifacts.sid_export import write_sid_export
+from ..config import bounded, load_config
+from ..errors import ConfigError, MmesidError
+from ..io import load_tensors
+from ..training.loop import LoopSettings, LoopState, TrainingLoop
 from ..utils import count_parameters, env_info, peak_rss_mb, resolve_device, seed_everything
-from .embeddings import ItemEmbedding
-from .export import export_model
+from .export import export_contents
 from .model import LossConfig, MMRQVAE, RQVAEConfig
 
 log = logging.getLogger(__name__)
+
+KIND = "quantize"
+BEST = "best.safetensors"
+METRIC = "criterion"  # the validation value that selects the best weights ("recon" or "loss", per `select`)
 
 
 @dataclass
 class QuantizeConfig:
     model: RQVAEConfig = field(default_factory=RQVAEConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    epochs: int = 200
-    batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    epochs: int = bounded(200, ge=1)
+    batch_size: int = bounded(1024, ge=2)  # a batch needs 2 items (MMD, InfoNCE); a last batch of 1 is skipped
+    lr: float = bounded(1e-3, gt=0.0)
+    weight_decay: float = bounded(0.0, ge=0.0)
     kmeans_init: bool = True  # initialise every level by k-means on the encoded items
-    kmeans_max_items: int = 0  # 0 = all items
+    kmeans_max_items: int = bounded(0, ge=0)  # 0 = all items
     assign: Literal["argmin", "sinkhorn"] = "argmin"  # code assignment while training
-    sk_epsilon: float = 0.01  # Sinkhorn temperature on distances scaled to [-1, 1]
-    sk_iters: int = 10
+    sk_epsilon: float = bounded(0.01, gt=0.0)  # Sinkhorn temperature on distances scaled to [-1, 1]
+    sk_iters: int = bounded(10, ge=1)
     sk_levels: list[int] = field(default_factory=list)  # levels that use Sinkhorn (empty = all)
-    dead_code_every: int = 5  # re-seed unused codes every k epochs (0 = never)
-    dead_code_until: float = 0.7  # ... during this share of the epochs
-    # keep the checkpoint with the lowest eval reconstruction term ("recon") or total loss ("loss"); the total
+    dead_code_every: int = bounded(5, ge=0)  # re-seed unused codes every k epochs (0 = never)
+    dead_code_until: float = bounded(0.7, ge=0.0, le=1.0)  # ... during this share of the epochs
+    # keep the weights with the lowest eval reconstruction term ("recon") or total loss ("loss"); the total
     # loss includes the RQ term, which grows with the latent's scale while reconstruction still improves
     select: Literal["loss", "recon"] = "recon"
-    patience: int = 0  # stop after this many epochs without a better eval loss (0 = run all epochs)
-    seed: int = 42
+    patience: int = bounded(0, ge=0)  # stop after this many epochs without a better eval value (0 = run all)
+    seed: int = bounded(42, ge=0)
     device: str = "auto"
-    threads: int = 0  # torch intra-op threads (0 = torch's default)
+    threads: int = bounded(0, ge=0)  # torch intra-op threads (0 = torch's default)
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ConfigError("epochs must be >= 1 and batch_size >= 2")
-        if self.lr <= 0:
-            raise ConfigError("lr: must be > 0")
-        if self.sk_epsilon <= 0:
-            raise ConfigError("sk_epsilon: must be > 0")
-
-
-def _prepare(embs: dict[str, ItemEmbedding]):
-    tables = {m: e.table for m, e in embs.items()}
-    masks = {m: e.mask for m, e in embs.items()}
-    return tables, masks
+        levels = len(self.model.codebook_sizes)
+        bad = [lv for lv in self.sk_levels if not 0 <= lv < levels]
+        if bad:
+            raise ConfigError(f"sk_levels: level {bad[0]} does not exist (model.codebook_sizes has {levels} "
+                              f"levels, numbered 0..{levels - 1})")
 
 
 def build_model(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig) -> MMRQVAE:
@@ -70,150 +83,32 @@ def build_model(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig) -> MMRQVAE:
     return model
 
 
-def _eval_loss(model, xn, masks, order, cfg) -> dict[str, float]:
-    """Loss over all items in fixed batches, nearest-code assignment, no gradient."""
-    model.eval()
-    agg: dict[str, float] = {}
-    nb = 0
-    with torch.no_grad():
-        for lo in range(0, len(order), cfg.batch_size):
-            ids = order[lo:lo + cfg.batch_size]
-            if len(ids) < 2:
-                continue
-            _, parts, _ = model.loss({m: xn[m][ids] for m in xn}, {m: masks[m][ids] for m in masks}, cfg.loss)
-            for k, v in parts.items():
-                agg[k] = agg.get(k, 0.0) + v
-            nb += 1
-    return {k: v / max(1, nb) for k, v in agg.items()}
-
-
-def _unique_fraction(codes: torch.Tensor) -> float:
+def unique_fraction(codes: torch.Tensor) -> float:
+    """Share of distinct SID tuples among the rows of `codes` [N, L] without a -1."""
     valid = (codes >= 0).all(1)
-    v = codes[valid].numpy()
+    v = codes[valid].cpu().numpy()
     return float(len(np.unique(v, axis=0)) / max(1, len(v)))
 
 
-def train_quantizer(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig, run_dir: Path, resume: bool = True,
-                    progress: bool = True) -> tuple[MMRQVAE, dict]:
-    """Train MM-RQ-VAE on every item; keep the checkpoint with the lowest eval loss in run_dir."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    tables, masks = _prepare(embs)
-    model = build_model(embs, cfg)
-    xn = {m: model.vaes[m].normalize(tables[m]) for m in tables}
-    any_mask = torch.zeros_like(next(iter(masks.values())))
-    for mk in masks.values():
-        any_mask |= mk
-    items = torch.nonzero(any_mask).flatten()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    eval_order = items[torch.randperm(len(items), generator=torch.Generator().manual_seed(cfg.seed + 1))]
-
-    ckpt_path = run_dir / "checkpoint.pt"
-    best_path = run_dir / "best_model.safetensors"
-    start_epoch, best, best_epoch, bad, history = 0, float("inf"), -1, 0, []
-    t_init = 0.0
-    opt_state = None
-    if resume and ckpt_path.exists():
-        st = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        model.load_state_dict(st["model"])
-        opt_state = st["optimizer"]
-        start_epoch, best, best_epoch, bad, history = (st["epoch"] + 1, st["best"], st["best_epoch"], st["bad"],
-                                                       st["history"])
-        t_init = st.get("init_seconds", 0.0)
-        gen.set_state(st["rng"])
-        torch.set_rng_state(st["torch_rng"])
-        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
-    elif cfg.kmeans_init:
-        t0 = time.perf_counter()
-        model.eval()
-        with torch.no_grad():
-            for m in model.modalities:
-                idx = torch.nonzero(masks[m]).flatten()
-                if cfg.kmeans_max_items and len(idx) > cfg.kmeans_max_items:
-                    idx = idx[torch.randperm(len(idx), generator=gen)[: cfg.kmeans_max_items]]
-                z = model.vaes[m].encoder(xn[m][idx])
-                model.vaes[m].quantizer.kmeans_init(z, seed=cfg.seed)
-        t_init = time.perf_counter() - t0
-        log.info("k-means initialisation %.1fs", t_init)
-    model.to(device)
-    xn = {m: v.to(device) for m, v in xn.items()}
-    masks_d = {m: v.to(device) for m, v in masks.items()}
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-    assign_kw = {"assign": cfg.assign, "sk_epsilon": cfg.sk_epsilon, "sk_iters": cfg.sk_iters,
-                 "sk_levels": list(cfg.sk_levels)}
-
-    bar = tqdm(range(start_epoch, cfg.epochs), desc="mm-rq-vae", disable=not progress, initial=start_epoch,
-               total=cfg.epochs)
-    for epoch in bar:
-        if cfg.patience and bad >= cfg.patience:
-            break
-        model.train()
-        t0 = time.perf_counter()
-        perm = items[torch.randperm(len(items), generator=gen)]
-        agg: dict[str, float] = {}
-        nb = 0
-        for lo in range(0, len(perm), cfg.batch_size):
-            ids = perm[lo:lo + cfg.batch_size]
-            if len(ids) < 2:
-                continue
-            loss, parts, _ = model.loss({m: xn[m][ids] for m in xn}, {m: masks_d[m][ids] for m in masks_d},
-                                        cfg.loss, **assign_kw)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in parts.items():
-                agg[k] = agg.get(k, 0.0) + v
-            nb += 1
-        train_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        reseeded = None
-        if cfg.dead_code_every and (epoch + 1) % cfg.dead_code_every == 0 and epoch < cfg.dead_code_until * cfg.epochs:
-            reseeded = _reseed(model, xn, masks_d, opt, gen)
-        ev = _eval_loss(model, xn, masks_d, eval_order, cfg)
-        uniq = {}
-        with torch.no_grad():
-            for m in model.modalities:
-                z = model.vaes[m].encoder(xn[m][masks_d[m]])
-                codes, _, _ = model.vaes[m].quantizer.encode(z)
-                uniq[m] = _unique_fraction(codes.cpu())
-        eval_s = time.perf_counter() - t1
-        rec = {"epoch": epoch, "train_loss": agg.get("loss", 0.0) / max(1, nb), "eval_loss": ev["loss"],
-               "eval": ev, "unique_fraction": uniq, "train_seconds": round(train_s, 3),
-               "eval_seconds": round(eval_s, 3)}
-        if reseeded is not None:
-            rec["reseeded"] = reseeded
-        history.append(rec)
-        crit = ev["loss"] if cfg.select == "loss" else ev["recon"]
-        rec["criterion"] = crit
-        if crit < best:
-            best, best_epoch, bad = crit, epoch, 0
-            save_tensors(best_path, model.state_dict())
-        else:
-            bad += 1
-        bar.set_postfix(loss=f"{ev['loss']:.4f}", best=f"{best:.4f}",
-                        uniq=",".join(f"{m}:{u:.3f}" for m, u in uniq.items()))
-        st = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
-              "best_epoch": best_epoch, "bad": bad, "history": history, "rng": gen.get_state(),
-              "torch_rng": torch.get_rng_state(), "init_seconds": t_init}
-        tmp = ckpt_path.with_suffix(".pt.tmp")
-        torch.save(st, tmp)
-        tmp.replace(ckpt_path)
-    bar.close()
-
-    state, _ = load_tensors(best_path)
-    model.load_state_dict(state)
-    model.cpu().eval()
-    return model, _summary(model, history, best, best_epoch, t_init)
+@torch.no_grad()
+def kmeans_init(model: MMRQVAE, xn: dict, masks: dict, cfg: QuantizeConfig, gen: torch.Generator) -> float:
+    """Initialise every level by k-means on the encoded items (a subset drawn from `gen` if capped)."""
+    t0 = time.perf_counter()
+    model.eval()
+    for m in model.modalities:
+        idx = torch.nonzero(masks[m]).flatten()
+        if cfg.kmeans_max_items and len(idx) > cfg.kmeans_max_items:
+            idx = idx[torch.randperm(len(idx), generator=gen)[: cfg.kmeans_max_items]]
+        z = model.vaes[m].encoder(xn[m][idx])
+        model.vaes[m].quantizer.kmeans_init(z, seed=cfg.seed)
+    seconds = time.perf_counter() - t0
+    log.info("k-means initialisation %.1fs", seconds)
+    return seconds
 
 
 @torch.no_grad()
-def _reseed(model, xn, masks, opt, gen) -> dict[str, list[int]]:
+def reseed_dead_codes(model: MMRQVAE, xn: dict, masks: dict, opt, gen: torch.Generator) -> dict[str, list[int]]:
+    """Move unused codes onto random residuals (all items) and forget Adam's moments of the moved codes."""
     model.eval()
     out = {}
     for m in model.modalities:
@@ -221,7 +116,7 @@ def _reseed(model, xn, masks, opt, gen) -> dict[str, list[int]]:
         before = [cb.detach().clone() for cb in q.codebooks]
         z = model.vaes[m].encoder(xn[m][masks[m]])
         out[m] = q.reseed_dead_codes(z, generator=gen)
-        for cb, old in zip(q.codebooks, before):  # forget Adam's moments of the moved codes
+        for cb, old in zip(q.codebooks, before):
             moved = (cb.detach() != old).any(1)
             state = opt.state.get(cb)
             if moved.any() and state:
@@ -231,25 +126,144 @@ def _reseed(model, xn, masks, opt, gen) -> dict[str, list[int]]:
     return out
 
 
-def _summary(model, history, best, best_epoch, t_init) -> dict:
-    losses = np.array([h.get("criterion", h["eval_loss"]) for h in history]) if history else np.zeros(0)
+class QuantizeTask:
+    """MM-RQ-VAE's part of the training loop: one AdamW step on a batch of items, eval loss over all items."""
+
+    def __init__(self, model: MMRQVAE, xn: dict, masks: dict, cfg: QuantizeConfig, device: torch.device,
+                 gen: torch.Generator, init_seconds: float = 0.0):
+        self.model, self.cfg, self.device, self.gen = model, cfg, device, gen
+        any_mask = torch.zeros_like(next(iter(masks.values())))
+        for mk in masks.values():
+            any_mask |= mk
+        self.items = torch.nonzero(any_mask).flatten()
+        # the validation order is fixed for the whole run, independent of the training order
+        self.eval_order = self.items[torch.randperm(len(self.items),
+                                                    generator=torch.Generator().manual_seed(cfg.seed + 1))]
+        self.xn = {m: v.to(device) for m, v in xn.items()}
+        self.masks = {m: v.to(device) for m, v in masks.items()}
+        n, bs = len(self.items), cfg.batch_size
+        self.steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of one item is skipped
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.assign_kw = {"assign": cfg.assign, "sk_epsilon": cfg.sk_epsilon, "sk_iters": cfg.sk_iters,
+                          "sk_levels": list(cfg.sk_levels)}
+        self.perm: torch.Tensor | None = None
+        self.init_seconds = init_seconds  # k-means time, kept across resumes for the summary
+        self.epoch_seconds = 0.0
+        self.reseeded: dict | None = None
+
+    def _batch(self, ids: torch.Tensor) -> tuple[dict, dict]:
+        return {m: x[ids] for m, x in self.xn.items()}, {m: mk[ids] for m, mk in self.masks.items()}
+
+    def _reseed_due(self, epoch: int) -> bool:
+        c = self.cfg
+        return bool(c.dead_code_every) and (epoch + 1) % c.dead_code_every == 0 and epoch < c.dead_code_until * c.epochs
+
+    def train_step(self, step: int) -> float:
+        t0 = time.perf_counter()
+        k, epoch = step % self.steps_per_epoch, step // self.steps_per_epoch
+        if k == 0 or self.perm is None:  # a new epoch: a new order from the run's own generator
+            self.perm = self.items[torch.randperm(len(self.items), generator=self.gen)]
+            self.epoch_seconds = 0.0
+        bs = self.cfg.batch_size
+        self.model.train()
+        loss, parts, _ = self.model.loss(*self._batch(self.perm[k * bs:(k + 1) * bs]), self.cfg.loss,
+                                         **self.assign_kw)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if k == self.steps_per_epoch - 1 and math.isfinite(parts["loss"]) and self._reseed_due(epoch):
+            self.reseeded = reseed_dead_codes(self.model, self.xn, self.masks, self.opt, self.gen)
+        self.epoch_seconds += time.perf_counter() - t0
+        return parts["loss"]
+
+    @torch.no_grad()
+    def eval_loss(self) -> dict[str, float]:
+        """Mean loss parts over all items in fixed batches, nearest-code assignment."""
+        self.model.eval()
+        agg: dict[str, float] = {}
+        nb = 0
+        for lo in range(0, len(self.eval_order), self.cfg.batch_size):
+            ids = self.eval_order[lo:lo + self.cfg.batch_size]
+            if len(ids) < 2:
+                continue
+            _, parts, _ = self.model.loss(*self._batch(ids), self.cfg.loss)
+            for key, v in parts.items():
+                agg[key] = agg.get(key, 0.0) + v
+            nb += 1
+        return {key: v / max(1, nb) for key, v in agg.items()}
+
+    @torch.no_grad()
+    def unique_fractions(self) -> dict[str, float]:
+        self.model.eval()
+        out = {}
+        for m in self.model.modalities:
+            z = self.model.vaes[m].encoder(self.xn[m][self.masks[m]])
+            out[m] = unique_fraction(self.model.vaes[m].quantizer.encode(z)[0])
+        return out
+
+    def validate(self, step: int) -> dict:
+        t0 = time.perf_counter()
+        ev = self.eval_loss()
+        out = {METRIC: ev["loss"] if self.cfg.select == "loss" else ev["recon"], "eval_loss": ev["loss"],
+               "eval": ev, "unique_fraction": self.unique_fractions(),
+               "train_seconds": round(self.epoch_seconds, 3)}
+        out["eval_seconds"] = round(time.perf_counter() - t0, 3)
+        if self.reseeded is not None:
+            out["reseeded"], self.reseeded = self.reseeded, None
+        return out
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(), "perm": self.perm, "init_seconds": self.init_seconds,
+                "epoch_seconds": self.epoch_seconds, "reseeded": self.reseeded}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.load_best_weights(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.gen.set_state(st["generator"])
+        self.perm = st["perm"]
+        self.init_seconds, self.epoch_seconds = st["init_seconds"], st["epoch_seconds"]
+        self.reseeded = st["reseeded"]
+
+    def best_weights(self) -> dict:
+        return self.model.state_dict()
+
+    def load_best_weights(self, w: dict) -> None:
+        try:
+            self.model.load_state_dict(w)
+        except RuntimeError as e:
+            raise MmesidError(f"saved weights do not fit these inputs/config ({_short(e)})") from None
+
+
+def _short(e: Exception) -> str:
+    """torch's load_state_dict error in one line: its first detail, not the heading."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[1:2] or lines[:1])[:300]
+
+
+def summarize(model: MMRQVAE, st: LoopState, steps_per_epoch: int, init_seconds: float) -> dict:
+    """Best epoch (0-based), time to 99% of the improvement, time to the best epoch, resources."""
+    history = st.history
+    crit = np.array([h[METRIC] for h in history])
     epoch_s = [h["train_seconds"] + h["eval_seconds"] for h in history]
-    conv_epoch = None
-    if len(losses) > 1:
-        first, lo = losses[0], losses.min()
-        thr = lo + 0.01 * abs(first - lo)  # 99% of the total improvement reached
-        conv_epoch = int(np.flatnonzero(losses <= thr)[0])
+    best_epoch = st.best_step // steps_per_epoch - 1 if st.best_step > 0 else -1
+    conv = None
+    if len(crit) > 1:
+        thr = crit.min() + 0.01 * abs(crit[0] - crit.min())  # 99% of the total improvement reached
+        conv = int(np.flatnonzero(crit <= thr)[0])
     return {
         "best_epoch": best_epoch,
-        "best_criterion": best,
+        "best_criterion": st.best,
+        "select_metric": METRIC,
         "epochs_run": len(history),
+        "stopped_early": st.stopped_early,
         "seconds_per_epoch": round(float(np.mean(epoch_s)), 3) if epoch_s else None,
         "train_seconds_per_epoch": round(float(np.mean([h["train_seconds"] for h in history])), 3) if history else None,
-        "kmeans_init_seconds": round(t_init, 2),
-        "epoch_99pct": conv_epoch,
-        "seconds_to_99pct": round(t_init + float(np.sum(epoch_s[: conv_epoch + 1])), 1) if conv_epoch is not None else None,
-        "seconds_to_best": round(t_init + float(np.sum(epoch_s[: best_epoch + 1])), 1) if best_epoch >= 0 else None,
-        "total_seconds": round(t_init + float(np.sum(epoch_s)), 1),
+        "kmeans_init_seconds": round(init_seconds, 2),
+        "epoch_99pct": conv,
+        "seconds_to_99pct": round(init_seconds + float(np.sum(epoch_s[: conv + 1])), 1) if conv is not None else None,
+        "seconds_to_best": round(init_seconds + float(np.sum(epoch_s[: best_epoch + 1])), 1) if best_epoch >= 0 else None,
+        "total_seconds": round(init_seconds + float(np.sum(epoch_s)), 1),
         "parameters": count_parameters(model),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "env": env_info(),
@@ -257,40 +271,153 @@ def _summary(model, history, best, best_epoch, t_init) -> dict:
     }
 
 
-def run_training(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig, run_dir: Path, export_dir: Path | None = None,
-                 data=None, progress: bool = True, run_info: dict | None = None) -> dict:
-    """Train, export (to run_dir/export by default), optionally measure forgetting, write metrics.json."""
+def train_quantizer(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig, run: RunDir, progress: bool = True,
+                    stop_after_steps: int | None = None) -> tuple[MMRQVAE | None, dict]:
+    """Train in the run folder (resuming its checkpoint); (best model on CPU, summary), or
+    (None, {"interrupted_at_step": n}) when `stop_after_steps` ended the run early."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = build_model(embs, cfg)
+    masks = {m: e.mask for m, e in embs.items()}
+    xn = {m: model.vaes[m].normalize(e.table) for m, e in embs.items()}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    fresh = not run.has_checkpoint()
+    t_init = kmeans_init(model, xn, masks, cfg, gen) if fresh and cfg.kmeans_init else 0.0
+    task = QuantizeTask(model.to(device), xn, masks, cfg, device, gen, init_seconds=t_init)
+    spe = task.steps_per_epoch
+    loop = TrainingLoop(task, LoopSettings(total_steps=cfg.epochs * spe, eval_every=spe, metric=METRIC, mode="min",
+                                           patience=cfg.patience, steps_per_epoch=spe, name="mm-rq-vae"),
+                        run.checkpoints, run.path / BEST, progress=progress)
+    loop.resume()
+    st = loop.run(stop_after_steps)
+    if stop_after_steps is not None and st.step < loop.s.total_steps and not st.stopped_early:
+        return None, {"interrupted_at_step": st.step}
+    loop.load_best()
+    model.cpu().eval()
+    return model, summarize(model, st, spe, task.init_seconds)
+
+
+# ---------------------------------------------------------------------------- inputs and export
+def emb_specs(embs: dict[str, ItemEmbedding]) -> dict[str, str]:
+    """{m: absolute FILE[:KEY]} as recorded in run.json and read back by `quantize export`."""
+    return {m: str(Path(e.path).resolve()) + ("" if e.key == "embedding" else f":{e.key}") for m, e in embs.items()}
+
+
+def export_inputs(run_dir: str | Path, embs: dict[str, ItemEmbedding]) -> list[Path]:
+    """What an export of this run reads: the run's weights, config, record and checkpoints, and the
+    input tables. An export may not contain or replace any of them (RUN/export itself is allowed)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "config.toml") as tmp:
-        tmp.write_text(dump_toml(cfg))
-    info = {"command": "quantize train", "kind": "quantize",
-            "emb": {m: str(Path(e.path).resolve()) + ("" if e.key == "embedding" else f":{e.key}")
-                    for m, e in embs.items()}}
-    info.update(run_info or {})
-    write_json(run_dir / "run.json", info)
-    model, summary = train_quantizer(embs, cfg, run_dir, progress=progress)
-    tables, masks = _prepare(embs)
-    export_dir = Path(export_dir) if export_dir else run_dir / "export"
-    stats = export_model(model, tables, masks, export_dir,
-                         extra_stats={"run": str(run_dir), "inputs": {m: e.path for m, e in embs.items()}})
-    metrics = {"export": str(export_dir), "sids": {m: {k: s[k] for k in ("unique_fraction", "collision_rate",
-                                                                       "largest_collision_group")}
-                                                 for m, s in stats["modalities"].items()}}
-    if data is not None:
-        metrics["forgetting"] = forgetting_of_export(data, embs, export_dir)
-    metrics.update(summary)
-    write_json(run_dir / "metrics.json", metrics)
+    return ([run_dir / BEST, run_dir / "config.toml", run_dir / "run.json", run_dir / "checkpoints"]
+            + [Path(e.path) for e in embs.values()])
+
+
+def write_export(model: MMRQVAE, embs: dict[str, ItemEmbedding], out: str | Path, *, run_dir: str | Path,
+                 data_fingerprint: str | None, inputs: list[Path], overwrite: bool) -> dict:
+    """Encode every item and write the semantic-ID export (artifacts.sid_export); returns its stats."""
+    sids, books, tables, stats = export_contents(model, {m: e.table for m, e in embs.items()},
+                                                 {m: e.mask for m, e in embs.items()})
+    stats.update({"run": str(Path(run_dir).resolve()), "inputs": emb_specs(embs)})
+    write_sid_export(out, sids, books, tables, stats, data_fingerprint=data_fingerprint, inputs=inputs,
+                     overwrite=overwrite)
+    return stats
+
+
+def check_resume_inputs(run: RunDir, embs: dict[str, ItemEmbedding], fingerprint: str | None) -> None:
+    """A run with a checkpoint continues only on tables of the same modalities, items and dataset."""
+    if not run.has_checkpoint():
+        return
+    info, where = run.info(), run.path / "run.json"
+    old = info.get("emb")
+    if isinstance(old, dict) and old and sorted(old) != sorted(embs):
+        raise MmesidError(f"{where}: this run was trained on modalities {', '.join(old)}, not {', '.join(embs)}; "
+                          "resume with the same --emb tables or use a new --out")
+    n = next(iter(embs.values())).n_items
+    if info.get("n_items") is not None and info["n_items"] != n:
+        raise MmesidError(f"{where}: this run was trained on {info['n_items']} items, the --emb tables have {n}; "
+                          "resume with the same tables or use a new --out")
+    check_fingerprint(where, info.get("data_fingerprint"), fingerprint)
+
+
+def run_training(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig, run: RunDir | str | Path,
+                 export_dir: str | Path | None = None, progress: bool = True, stop_after_steps: int | None = None,
+                 data_fingerprint: str | None = None, run_info: dict | None = None,
+                 extra_inputs: list[Path] = ()) -> dict:
+    """Train (resuming the run's checkpoint), export to `export_dir` (default RUN/export), write metrics.
+
+    `data_fingerprint`: the dataset the tables belong to (default: the one they record); `run_info`:
+    more entries for run.json; `extra_inputs`: other inputs the export may not overwrite (--data).
+    """
+    own = not isinstance(run, RunDir)
+    if own:
+        run = RunDir(run, KIND).claim(inputs=[Path(e.path) for e in embs.values()] + list(extra_inputs))
+    try:
+        return _run_training(embs, cfg, run, export_dir, progress, stop_after_steps, data_fingerprint,
+                             run_info or {}, list(extra_inputs))
+    finally:
+        if own:
+            run.release()
+
+
+def _run_training(embs, cfg, run: RunDir, export_dir, progress, stop_after_steps, fingerprint, run_info,
+                  extra_inputs) -> dict:
+    fingerprint = fingerprint or common_fingerprint(embs)
+    export_dir = Path(export_dir) if export_dir is not None else run.path / "export"
+    inputs = export_inputs(run.path, embs) + extra_inputs
+    check_output_folder(export_dir, EXPORT_KIND, inputs, replaceable=True, what="--export")
+    check_resume_inputs(run, embs, fingerprint)
+    run.write_config(cfg)
+    run.write_info({"emb": emb_specs(embs), "n_items": next(iter(embs.values())).n_items,
+                    "data_fingerprint": fingerprint, "export": str(export_dir.resolve()), **run_info})
+    model, summary = train_quantizer(embs, cfg, run, progress, stop_after_steps)
+    if model is None:
+        return summary
+    stats = write_export(model, embs, export_dir, run_dir=run.path, data_fingerprint=fingerprint, inputs=inputs,
+                         overwrite=True)
+    keys = ("unique_fraction", "collision_rate", "largest_collision_group")
+    metrics = {"export": str(export_dir), "sids": {m: {k: s[k] for k in keys} for m, s in stats["modalities"].items()},
+               **summary}
+    run.write_metrics(metrics)
     return metrics
 
 
-def forgetting_of_export(data, embs: dict[str, ItemEmbedding], export_dir: Path) -> dict:
-    """Kendall tau between each input table E_m and its z, z_hat, s_hat (training-prefix pairs)."""
-    from ..analysis.forgetting import behaviour_target_pairs, distance_tau
+def recorded_tables(run: RunDir, files: dict[str, str] | None = None) -> dict[str, ItemEmbedding]:
+    """The input tables of a trained run (run.json "emb", or `files`), checked against what it recorded."""
+    info, where = run.info(), run.path / "run.json"
+    old = info.get("emb")
+    if files is None:
+        if not isinstance(old, dict) or not old:
+            raise MmesidError(f"{where}: records no input tables ('emb'); pass them with --emb M=FILE")
+        for m, spec in old.items():
+            if not split_file_key(str(spec))[0].exists():
+                raise MmesidError(f"{where}: the input table {m}={spec} this run was trained on is missing; "
+                                  f"restore it or pass --emb {m}=FILE")
+        files = {m: str(s) for m, s in old.items()}
+    elif isinstance(old, dict) and old and sorted(old) != sorted(files):
+        raise MmesidError(f"{where}: this run was trained on modalities {', '.join(old)}, got {', '.join(files)}")
+    embs = read_modalities(files)
+    first = next(iter(embs.values()))
+    if info.get("n_items") is not None and first.n_items != info["n_items"]:
+        raise MmesidError(f"{first.path}: {first.n_items} items, but the run {run.path} was trained on "
+                          f"{info['n_items']} (the input table changed since training)")
+    check_fingerprint(first.path, common_fingerprint(embs), info.get("data_fingerprint"))
+    return embs
 
-    pairs = behaviour_target_pairs(data.sequences)
-    t, _ = load_tensors(Path(export_dir) / "embeddings.safetensors")
-    out = {}
-    for m, e in embs.items():
-        out[m] = {k: distance_tau(e.table, t[f"{k}.{m}"], pairs)["tau"] for k in ("z_hat", "s_hat", "z")}
-    return out
+
+def export_run(run: RunDir, out: str | Path, files: dict[str, str] | None = None, overwrite: bool = False) -> dict:
+    """`quantize export`: the best weights of a trained run, applied to its recorded input tables."""
+    if not (run.path / BEST).exists():
+        raise MmesidError(f"{run.path}: no {BEST} (the run has not validated an epoch yet; train first)")
+    embs = recorded_tables(run, files)
+    cfg = load_config(QuantizeConfig, run.path / "config.toml")
+    model = build_model(embs, cfg)
+    state, _ = load_tensors(run.path / BEST)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise MmesidError(f"{run.path / BEST}: does not fit the input tables/config ({_short(e)})") from None
+    model.eval()
+    fingerprint = run.info().get("data_fingerprint") or common_fingerprint(embs)
+    return write_export(model, embs, out, run_dir=run.path, data_fingerprint=fingerprint,
+                        inputs=export_inputs(run.path, embs), overwrite=overwrite)

@@ -44,9 +44,6 @@ class Backbone:
     model_type: str
     dtype: torch.dtype
 
-    def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.get_input_embeddings()(ids)
-
 
 def resolve_dtype(cfg: BackboneSettings, device: torch.device) -> torch.dtype:
     if cfg.dtype == "auto":

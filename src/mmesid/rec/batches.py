@@ -7,9 +7,14 @@ thus covers every prefix (s[:t] -> s[t]) of the authors' training set, each targ
 
 "prefix" (the authors' scheme): every prefix (s[:t] -> s[t]) is its own prompt and only the final
 prompt position is trained. Same targets, many more forward passes.
+
+The order of the examples is a pure function of (seed, epoch) (`epoch_batches`), so an interrupted
+run resumes to exactly the batches an uninterrupted one would have seen.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -68,3 +73,35 @@ class TrainExamples:
             lengths[r] = n
         final = torch.tensor([self.final[i] for i in idx], dtype=torch.long)
         return {"right": right, "lengths": lengths, "pos_targets": pos, "final_targets": final}
+
+
+def plan(n_examples: int, batch_size: int, grad_accum: int, world: int, epochs: int, max_steps: int) -> dict:
+    """Micro-batches per epoch, optimiser steps per epoch and in total (max_steps caps epochs)."""
+    micro = math.ceil(n_examples / (batch_size * world))
+    steps_per_epoch = math.ceil(micro / grad_accum)
+    total = steps_per_epoch * epochs if epochs else max_steps
+    if max_steps:
+        total = min(total, max_steps) if epochs else max_steps
+    return {"micro_per_epoch": micro, "steps_per_epoch": steps_per_epoch, "total_steps": total}
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, world: int, seed: int, epoch: int,
+                  bucketing: bool = True) -> list[list[int]]:
+    """The global micro-batches of one epoch (batch_size * world prompts each).
+
+    With length bucketing, a random permutation is cut into pools of 50 micro-batches, each pool is
+    sorted by prompt length and cut into micro-batches, and the micro-batches are shuffled again.
+    """
+    gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+    perm = torch.randperm(len(lengths), generator=gen).numpy()
+    g = batch_size * world
+    if not bucketing:
+        return [perm[i:i + g].tolist() for i in range(0, len(perm), g)]
+    pool = g * 50
+    batches = []
+    for lo in range(0, len(perm), pool):
+        part = perm[lo:lo + pool]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + g].tolist() for i in range(0, len(part), g)]
+    order = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in order]

@@ -2,6 +2,7 @@
 
 Defaults follow the paper (Table 4, Beauty) and the authors' code where the paper is silent; the
 backbone defaults to the offline all-MiniLM-L6-v2 so that everything runs on a CPU-only machine.
+Every numeric key carries its valid range (`bounded`), checked when the config is loaded.
 """
 
 from __future__ import annotations
@@ -9,26 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..artifacts.embeddings import MODALITIES
+from ..config import bounded
 from ..errors import ConfigError
+from ..eval.ranking import DEFAULT_KS
 
 VARIANT_NAMES = ("mme-sid", "e4srec", "me", "concat", "concat-mlp", "ctrl-mm", "se-sid",
                  "mme-sid-random", "mme-random", "se-random")
-MODALITIES = ("c", "t", "v")
 
 
 @dataclass
 class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    r: int = bounded(8, ge=1)
+    alpha: int = bounded(16, ge=1)
+    dropout: float = bounded(0.05, ge=0.0, lt=1.0)
     # empty = by architecture: Llama-like gate/up/down_proj (paper), BERT-like query/value/dense
     target_modules: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        if self.r < 1:
-            raise ConfigError(f"lora.r: must be >= 1, got {self.r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"lora.dropout: must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -46,57 +43,49 @@ class FinetuneConfig:
     modalities: list[str] = field(default_factory=list)  # empty = every modality given (c, t, v)
     fusion: bool | None = None  # None = auto: on for MME-SID and its ablations, off for the baselines
     fusion_hidden: list[int] = field(default_factory=lambda: [64, 10, 64])  # authors: 1-64-10-64-4
-    fusion_temperature: float = 1.0
+    fusion_temperature: float = bounded(1.0, gt=0.0)
     sid_projection: Literal["orthogonal", "linear"] = "orthogonal"  # when d_latent != hidden size
-    contrastive_weight: float = 0.1  # CTRL-MM InfoNCE weight
-    contrastive_temperature: float = 0.07
+    contrastive_weight: float = bounded(0.1, ge=0.0)  # CTRL-MM InfoNCE weight
+    contrastive_temperature: float = bounded(0.07, gt=0.0)
     system_prompt: str = "You are a helpful AI assistant for recommendations."
     instruction: str = "Given the user's purchase history, predict next possible item to be purchased."
     loss: Literal["ce", "bce"] = "ce"  # authors' code: softmax CE over all items; paper text: BCE
     train_scheme: Literal["all-positions", "prefix"] = "all-positions"
-    max_len: int = 50
+    max_len: int = bounded(50, ge=1)
     cache_prefix: bool = True  # run the shared instruction prefix once per batch (exact, much cheaper)
     length_bucketing: bool = True  # group prompts of similar length into a micro-batch (less padding)
-    batch_size: int = 16  # prompts per micro-batch and process; effective = batch_size * grad_accum * processes
-    grad_accum: int = 1
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0 = no clipping
-    warmup_steps: int = 100
-    epochs: int = 3
-    max_steps: int = 0  # 0 = no cap; otherwise stop (and size the cosine schedule) at this many steps
-    eval_every: int = 0  # optimizer steps between validations; 0 = once per epoch
-    valid_users: int = 0  # validate on this many users (fixed random sample); 0 = all
-    patience: int = 3  # validations without improvement before stopping; 0 = never stop early
+    batch_size: int = bounded(16, ge=1)  # prompts per micro-batch and process; effective = x grad_accum x processes
+    grad_accum: int = bounded(1, ge=1)
+    lr: float = bounded(3e-4, gt=0.0)
+    weight_decay: float = bounded(0.0, ge=0.0)
+    max_grad_norm: float = bounded(1.0, ge=0.0)  # 0 = no clipping
+    warmup_steps: int = bounded(100, ge=0)
+    epochs: int = bounded(3, ge=0)
+    max_steps: int = bounded(0, ge=0)  # 0 = no cap; otherwise stop (and size the cosine schedule) at this many steps
+    eval_every: int = bounded(0, ge=0)  # optimizer steps between validations; 0 = once per epoch
+    valid_users: int = bounded(0, ge=0)  # validate on this many users (fixed random sample); 0 = all
+    patience: int = bounded(3, ge=0)  # validations without improvement before stopping; 0 = never stop early
     metric: str = "nDCG@10"
-    save_every: int = 200  # optimizer steps between resumable checkpoints
-    eval_batch_size: int = 128
+    save_every: int = bounded(200, ge=0)  # optimizer steps between extra checkpoints (0 = only after validations)
+    eval_batch_size: int = bounded(128, ge=1)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA if supported
-    seed: int = 42
-    device: str = "auto"
-    threads: int = 0  # CPU threads per process (torch.set_num_threads); 0 = torch's default
+    seed: int = bounded(42, ge=0)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (one process; several processes use one GPU each)
+    threads: int = bounded(0, ge=0)  # CPU threads per process (torch.set_num_threads); 0 = torch's default
     backbone: BackboneSettings = field(default_factory=BackboneSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def validate(self) -> None:
         for m in self.modalities:
             if m not in MODALITIES:
-                raise ConfigError(f"modalities: {m!r} is not one of c, t, v")
+                raise ConfigError(f"modalities: {m!r} is not one of {', '.join(MODALITIES)}")
         if len(set(self.modalities)) != len(self.modalities):
             raise ConfigError("modalities: repeated modality")
-        for key in ("batch_size", "grad_accum", "max_len", "eval_batch_size", "save_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
-        for key in ("epochs", "max_steps", "eval_every", "valid_users", "warmup_steps", "patience"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
         if self.epochs == 0 and self.max_steps == 0:
             raise ConfigError("epochs and max_steps are both 0: nothing to train")
-        if self.lr <= 0:
-            raise ConfigError(f"lr: must be > 0, got {self.lr}")
-        if self.fusion_temperature <= 0 or self.contrastive_temperature <= 0:
-            raise ConfigError("fusion_temperature / contrastive_temperature: must be > 0")
         if any(h < 1 for h in self.fusion_hidden):
             raise ConfigError(f"fusion_hidden: sizes must be >= 1, got {self.fusion_hidden}")
-        if self.metric.split("@")[0] not in ("HR", "nDCG") or not self.metric.split("@")[-1].isdigit():
-            raise ConfigError(f"metric: expected HR@k or nDCG@k, got {self.metric!r}")
+        name, _, k = self.metric.partition("@")
+        if name not in ("HR", "nDCG") or not k.isdigit() or int(k) not in DEFAULT_KS:
+            ks = ", ".join(map(str, DEFAULT_KS))
+            raise ConfigError(f"metric: expected HR@k or nDCG@k with k one of {ks}, got {self.metric!r}")

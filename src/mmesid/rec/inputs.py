@@ -85,10 +85,10 @@ class SIDEmbedding(nn.Module):
         L, S, d = codebook.shape
         if sids.shape[1] != L:
             raise MmesidError(f"semantic IDs have {sids.shape[1]} levels but the codebook has {L}")
-        if int(sids[1:].max()) >= S or int(sids[1:].min()) < 0:
-            raise MmesidError(f"semantic IDs outside 0..{S - 1}")
+        if int(sids[1:].max()) >= S or int(sids[1:].min()) < -1:  # -1: the item has no embedding in m
+            raise MmesidError(f"semantic IDs outside -1..{S - 1}")
         self.register_buffer("sids", sids.clamp_min(0).long(), persistent=False)
-        self.register_buffer("valid", (sids[:, :1] >= 0).float(), persistent=False)
+        self.register_buffer("valid", (sids >= 0).all(1, keepdim=True).float(), persistent=False)
         if init == "codebook":
             table = codebook.clone().float()
         else:

@@ -1,7 +1,8 @@
-"""Tiny synthetic inputs for tests and smoke runs: a random Llama, item embeddings, a quantiser export.
+"""Tiny synthetic inputs for the fine-tuning tests: a random Llama, item embeddings, a quantiser export.
 
 Nothing here is downloaded: the tiny Llama reuses the offline MiniLM tokenizer (with a small chat
-template, so the chat-template prompt path is exercised too).
+template, so the chat-template prompt path is exercised too). Files are written by the artefact
+owners (`write_item_embedding`, `write_sid_export`), so the tests read exactly the real format.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from ..io import save_tensors
-from .backbone import default_backbone_path
+from mmesid.artifacts.embeddings import MODALITY_NAMES, write_item_embedding
+from mmesid.artifacts.sid_export import write_sid_export
+from mmesid.rec.backbone import default_backbone_path
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
@@ -33,33 +35,31 @@ def tiny_llama(folder: str | Path, hidden: int = 32, layers: int = 2, seed: int 
     return folder
 
 
-def random_embeddings(folder: str | Path, n_items: int, dims: dict[str, int], seed: int = 0) -> dict[str, str]:
+def random_embeddings(folder: str | Path, n_items: int, dims: dict[str, int], seed: int = 0,
+                      fingerprint: str | None = None) -> dict[str, str]:
     """E_j files in the project's embedding format (row 0 zeros); returns {modality: path}."""
     g = torch.Generator().manual_seed(seed)
-    names = {"c": "collaborative", "t": "text", "v": "visual"}
     out = {}
     for j, d in dims.items():
         e = torch.randn(n_items + 1, d, generator=g)
-        e[0] = 0
         p = Path(folder) / f"E_{j}.safetensors"
-        save_tensors(p, {"embedding": e}, metadata={"modality": names[j], "encoder": "random", "dim": d,
-                                                     "n_items": n_items})
+        write_item_embedding(p, e, modality=MODALITY_NAMES[j], encoder="random", data_fingerprint=fingerprint)
         out[j] = str(p)
     return out
 
 
 def fake_export(folder: str | Path, n_items: int, modalities=("c", "t"), levels: int = 3, codes: int = 8,
-                d_latent: int = 16, seed: int = 0) -> Path:
-    """A quantiser export with the exact on-disk format (random SIDs and codebooks)."""
-    folder = Path(folder)
+                d_latent: int = 16, seed: int = 0, fingerprint: str | None = None) -> Path:
+    """A quantiser export in the exact on-disk format (random SIDs and codebooks)."""
     g = torch.Generator().manual_seed(seed)
-    sids, cbs = {}, {}
+    sids, books, tables = {}, {}, {}
     for j in modalities:
         s = torch.randint(0, codes, (n_items + 1, levels), generator=g)
         s[0] = -1
-        sids[f"sid.{j}"] = s.long()
-        cbs[f"codebook.{j}"] = torch.randn(levels, codes, d_latent, generator=g)
-    save_tensors(folder / "semantic_ids.safetensors", sids)
-    save_tensors(folder / "codebooks.safetensors", cbs)
-    (folder / "stats.json").write_text("{}\n")
-    return folder
+        sids[j] = s.long()
+        books[j] = torch.randn(levels, codes, d_latent, generator=g)
+    for j in modalities:
+        z = torch.zeros(n_items + 1, d_latent)
+        tables[j] = {"z": z, "z_hat": z.clone(), "s_hat": z.clone(),
+                     "mask": torch.ones(n_items + 1, dtype=torch.bool)}
+    return write_sid_export(folder, sids, books, tables, {}, data_fingerprint=fingerprint)
