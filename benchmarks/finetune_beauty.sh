@@ -3,19 +3,21 @@
 #   bash benchmarks/finetune_beauty.sh [variant ...]      (default: mme-sid e4srec mme-sid-random wo-fusion)
 # Other names: any variant (se-sid, me, concat-mlp, ...), wo-fusion (mme-sid, fusion off),
 # e4srec-fusion (E4SRec input with the frequency-aware fusion head).
-# Environment: DATA (prepared Beauty), EC, ET (embedding files), SIDS (quantiser export), OUT (runs root),
+# Environment (paths relative to the repository root): BEAUTY (the authors' Beauty files), DATA (prepared
+# Beauty, made from BEAUTY if missing), EC, ET (embedding files), SIDS (quantiser export), OUT (runs root),
 # CONFIG (budget), PAR (how many runs at once; each uses `threads` CPU threads from the config).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-DATA=${DATA:-/tmp/beauty-ft}
-EC=${EC:-/work/shared/data/beauty/sasrec_item_emb.npy}
+BEAUTY=${BEAUTY:-../shared/data/beauty}
+DATA=${DATA:-data/beauty}
+EC=${EC:-$BEAUTY/sasrec_item_emb.npy}
 ET=${ET:-benchmarks/out/beauty_text_minilm.safetensors}
 SIDS=${SIDS:-benchmarks/out/quantize-beauty/export}
 OUT=${OUT:-benchmarks/out/finetune-beauty}
 CONFIG=${CONFIG:-configs/finetune_beauty_cpu.toml}
 PAR=${PAR:-2}
-[ -d "$DATA" ] || mmesid data prepare /work/shared/data/beauty --out "$DATA"
+[ -d "$DATA" ] || mmesid data prepare "$BEAUTY" --format authors --out "$DATA"
 mkdir -p "$OUT"
 
 run() {  # name, extra --set args...

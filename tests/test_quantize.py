@@ -393,7 +393,7 @@ def test_cli_train_records_inputs_and_forgetting(tmp_path, syn_embs, synthetic_d
     cfg = (run / "config.toml").read_text()
     assert "threads = 1" in cfg and 'device = "cpu"' in cfg and "epochs = 2" in cfg
     info = json.loads((run / "run.json").read_text())
-    assert info["command"].startswith("quantize train") and info["data"] == str(synthetic_dir.resolve())
+    assert info["command"].startswith("mmesid quantize train --emb") and info["data"] == str(synthetic_dir.resolve())
     assert info["data_fingerprint"] == synthetic_data.fingerprint and info["export"] == str((run / "export").resolve())
     assert info["emb"] == {"c": str(syn_embs[0].resolve()), "t": str(syn_embs[1].resolve())}
     m = json.loads((run / "metrics.json").read_text())

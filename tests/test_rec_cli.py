@@ -43,7 +43,7 @@ def test_cli_finetune_records_the_run_then_evaluate(env, tmp_path, capsys):
     assert finetune(env, out, "--set", "max_steps=2") == 0
     info = read_json(out / "run.json")
     assert info["kind"] == "finetune" and info["data_fingerprint"] == env["data"].fingerprint
-    assert info["command"].startswith("finetune ") and info["data"] == str(env["dir"].resolve())
+    assert info["command"].startswith("mmesid finetune --data") and info["data"] == str(env["dir"].resolve())
     assert info["emb"] == {j: str(p) for j, p in env["emb"].items()} and info["sids"] == env["sids"]
     assert info["variant"] == "mme-sid" and info["backbone"] == env["llama"]
     cfg = (out / "config.toml").read_text()

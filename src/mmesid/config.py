@@ -207,9 +207,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: config file not found")
         if path.is_dir():
             raise ConfigError(f"{path}: is a folder, expected a TOML config file")
+        raw = path.read_bytes()
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:  # name the line, as the data readers do
+            line = raw[:e.start].count(b"\n") + 1
+            raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); a config file must "
+                              "be UTF-8 TOML") from None
+        except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: invalid TOML ({e})") from None
         if section is not None:
             if section not in data:

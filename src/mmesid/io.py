@@ -82,10 +82,15 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise MmesidError(f"{path}: file not found")
+    if path.is_dir():
+        raise MmesidError(f"{path}: is a folder, expected a .npy file")
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise MmesidError(f"{path}: not a plain numeric .npy file ({e})") from None
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise MmesidError(f"{path}: not a plain numeric .npy file ({str(e) or type(e).__name__})") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive opened by mistake
+        raise MmesidError(f"{path}: an .npz archive, expected a single .npy array")
+    return arr
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:

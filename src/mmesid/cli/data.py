@@ -78,7 +78,8 @@ def _refuse_options(args, fmt: str, names: list[str]) -> None:
 
 def _prepare_plan(args):
     """(a function that reads the input, the input paths), checked before anything is read."""
-    from ..data.readers import check_file, check_folder, read_amazon, read_authors, read_interactions
+    from ..data.readers import read_amazon, read_authors, read_interactions
+    from ..data.textio import check_file, check_folder
 
     opts = {k: getattr(args, k) for k in ("min_user", "min_item") if getattr(args, k) is not None}
     opts.update(require_title=not args.no_require_title, require_image=args.require_image)

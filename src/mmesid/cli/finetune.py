@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from ..errors import MmesidError
@@ -69,7 +68,7 @@ def cmd_finetune(args) -> int:
     rt = setup_runtime(cfg)
     run = RunDir(out, KIND, rt.dist)
     with run.claim([args.data, *input_paths(embs, sids)], overwrite=args.overwrite):
-        run.write_info({"command": "finetune " + " ".join(sys.argv[2:]), "data": str(Path(args.data).resolve())})
+        run.write_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
         m = train_finetune(data, cfg, run, embs, sids, progress=not args.quiet, runtime=rt)
     if not rt.is_main:  # data-parallel: one report is enough
         return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ._common import add_config_args, add_output_args, add_runtime_args, default_out, runtime_overrides
@@ -59,7 +58,7 @@ def cmd_train(args) -> int:
     export = Path(args.export) if args.export is not None else Path(out) / "export"
     # refuse a bad export location now, not after hours of training
     check_output_folder(export, EXPORT_KIND, export_inputs(out, embs) + extra, replaceable=True, what="--export")
-    info = {"command": "quantize train " + " ".join(sys.argv[3:]),
+    info = {"command": args.command_line,
             "data": str(Path(args.data).resolve()) if args.data is not None else None}
     with run.claim(inputs=[Path(e.path) for e in embs.values()] + extra, overwrite=args.overwrite):
         m = run_training(embs, cfg, run, export_dir=export, progress=not args.quiet,

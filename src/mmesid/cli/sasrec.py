@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ._common import add_config_args, add_runtime_args, default_out, print_metrics, runtime_overrides
@@ -31,7 +30,7 @@ def cmd_train(args) -> int:
                              fresh=args.overwrite)
     data = SequenceData.load(args.data)
     with run.claim(inputs=[args.data], overwrite=args.overwrite):
-        run.write_info({"command": "sasrec train " + " ".join(sys.argv[3:]), "data": str(Path(args.data).resolve())})
+        run.write_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
         m = train_sasrec(data, cfg, run, progress=not args.quiet)
     print_metrics("valid", m["valid"])
     print_metrics("test ", m["test"])

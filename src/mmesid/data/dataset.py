@@ -225,7 +225,7 @@ def _read_sequences(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_users(path: Path, n_users: int) -> list[str]:
-    from .readers import iter_lines
+    from .textio import iter_lines
 
     user_ids = []
     if not path.is_file():
@@ -241,7 +241,7 @@ def _read_users(path: Path, n_users: int) -> list[str]:
 
 
 def _read_items(path: Path) -> list[ItemInfo]:
-    from .readers import iter_csv
+    from .textio import iter_csv
 
     if not path.is_file():
         raise MmesidError(f"{path}: missing; {path.parent} is not a complete prepared dataset")

@@ -113,8 +113,15 @@ class SASRecTask:
                 "generator": self.gen.get_state(), "perm": self.perm}
 
     def load_state_dict(self, st: dict) -> None:
-        self.model.load_state_dict(st["model"])
+        try:
+            self.model.load_state_dict(st["model"])
+        except RuntimeError as e:  # e.g. model.hidden changed with --allow-config-change
+            detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+            raise MmesidError(f"the checkpoint's weights do not fit this config ({detail[:300]}); resume with "
+                              "the run's own config or start again with --overwrite") from None
         self.opt.load_state_dict(st["optimizer"])
+        for g in self.opt.param_groups:  # a resume with --allow-config-change runs with the new values
+            g["lr"], g["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
         self.gen.set_state(st["generator"])
         self.perm = st["perm"]
 
@@ -145,13 +152,13 @@ def _train(data, cfg, run: RunDir, progress, stop_after_steps) -> dict:
     device = resolve_device(cfg.device)
     model = SASRec(data.n_items, cfg.model).to(device)
     task = SASRecTask(model, data, cfg, device)
-    run.write_config(cfg)
-    run.write_info({"data_fingerprint": data.fingerprint, "n_items": data.n_items})
     spe = task.steps_per_epoch
     loop = TrainingLoop(task, LoopSettings(total_steps=cfg.epochs * spe, eval_every=spe, metric=cfg.metric,
                                            patience=cfg.patience, steps_per_epoch=spe, name="sasrec"),
                         run.checkpoints, run.path / BEST, progress=progress)
-    loop.resume()
+    loop.resume()  # before config.toml is written: a checkpoint that does not fit leaves the run as it was
+    run.write_config(cfg)
+    run.write_info({"data_fingerprint": data.fingerprint, "n_items": data.n_items})
     st = loop.run(stop_after_steps)
     if stop_after_steps is not None and st.step < loop.s.total_steps and not st.stopped_early:
         return {"interrupted_at_step": st.step}

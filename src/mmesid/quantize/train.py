@@ -220,6 +220,8 @@ class QuantizeTask:
     def load_state_dict(self, st: dict) -> None:
         self.load_best_weights(st["model"])
         self.opt.load_state_dict(st["optimizer"])
+        for g in self.opt.param_groups:  # a resume with --allow-config-change runs with the new values
+            g["lr"], g["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
         self.gen.set_state(st["generator"])
         self.perm = st["perm"]
         self.init_seconds, self.epoch_seconds = st["init_seconds"], st["epoch_seconds"]
@@ -272,9 +274,10 @@ def summarize(model: MMRQVAE, st: LoopState, steps_per_epoch: int, init_seconds:
 
 
 def train_quantizer(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig, run: RunDir, progress: bool = True,
-                    stop_after_steps: int | None = None) -> tuple[MMRQVAE | None, dict]:
+                    stop_after_steps: int | None = None, info: dict | None = None) -> tuple[MMRQVAE | None, dict]:
     """Train in the run folder (resuming its checkpoint); (best model on CPU, summary), or
-    (None, {"interrupted_at_step": n}) when `stop_after_steps` ended the run early."""
+    (None, {"interrupted_at_step": n}) when `stop_after_steps` ended the run early. config.toml and
+    `info` (run.json) are written once the checkpoint has loaded, so a resume that fails changes neither."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -291,6 +294,9 @@ def train_quantizer(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig, run: Ru
                                            patience=cfg.patience, steps_per_epoch=spe, name="mm-rq-vae"),
                         run.checkpoints, run.path / BEST, progress=progress)
     loop.resume()
+    run.write_config(cfg)
+    if info:
+        run.write_info(info)
     st = loop.run(stop_after_steps)
     if stop_after_steps is not None and st.step < loop.s.total_steps and not st.stopped_early:
         return None, {"interrupted_at_step": st.step}
@@ -367,10 +373,9 @@ def _run_training(embs, cfg, run: RunDir, export_dir, progress, stop_after_steps
     inputs = export_inputs(run.path, embs) + extra_inputs
     check_output_folder(export_dir, EXPORT_KIND, inputs, replaceable=True, what="--export")
     check_resume_inputs(run, embs, fingerprint)
-    run.write_config(cfg)
-    run.write_info({"emb": emb_specs(embs), "n_items": next(iter(embs.values())).n_items,
-                    "data_fingerprint": fingerprint, "export": str(export_dir.resolve()), **run_info})
-    model, summary = train_quantizer(embs, cfg, run, progress, stop_after_steps)
+    info = {"emb": emb_specs(embs), "n_items": next(iter(embs.values())).n_items,
+            "data_fingerprint": fingerprint, "export": str(export_dir.resolve()), **run_info}
+    model, summary = train_quantizer(embs, cfg, run, progress, stop_after_steps, info)
     if model is None:
         return summary
     stats = write_export(model, embs, export_dir, run_dir=run.path, data_fingerprint=fingerprint, inputs=inputs,

@@ -132,8 +132,18 @@ class FinetuneTask:
         self.load_best_weights(st["weights"])
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
+        self._use_config_lr()
         if self.rt.acc.scaler is not None and "scaler" in st:
             self.rt.acc.scaler.load_state_dict(st["scaler"])
+
+    def _use_config_lr(self) -> None:
+        """The checkpoint restores the optimiser's and schedule's lr; a resume with --allow-config-change
+        must run with the config's (the same values, bit for bit, when nothing changed)."""
+        self.sched.base_lrs = [self.cfg.lr for _ in self.sched.base_lrs]
+        for g, f in zip(self.opt.param_groups, self.sched.lr_lambdas):
+            g["initial_lr"], g["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
+            g["lr"] = self.cfg.lr * f(self.sched.last_epoch)
+        self.sched._last_lr = [g["lr"] for g in self.opt.param_groups]
 
     def best_weights(self) -> dict[str, torch.Tensor]:
         return self.core.trainable_state()
@@ -184,16 +194,16 @@ def _train(data, cfg, run: RunDir, emb_paths, sids_dir, rt: Runtime, progress, s
            evaluate_test) -> dict:
     t_start = time.perf_counter()
     task = make_task(data, cfg, emb_paths, sids_dir, rt)
-    run.write_config(cfg)
-    run.write_info({"data_fingerprint": data.fingerprint, "n_items": data.n_items, "emb": dict(emb_paths),
-                    "sids": sids_dir, "variant": cfg.variant, "backbone": task.core.backbone_name})
     pl = task.plan
     spe = pl["steps_per_epoch"]
     settings = LoopSettings(total_steps=pl["total_steps"], eval_every=cfg.eval_every or spe, metric=cfg.metric,
                             patience=cfg.patience, save_every=cfg.save_every, steps_per_epoch=spe,
                             name=f"finetune {cfg.variant}")
     loop = TrainingLoop(task, settings, run.checkpoints, run.path / BEST, progress=progress, is_main=rt.is_main)
-    loop.resume()
+    loop.resume()  # before config.toml is written: a checkpoint that does not fit leaves the run as it was
+    run.write_config(cfg)
+    run.write_info({"data_fingerprint": data.fingerprint, "n_items": data.n_items, "emb": dict(emb_paths),
+                    "sids": sids_dir, "variant": cfg.variant, "backbone": task.core.backbone_name})
     _log_start(task, rt)
     st = loop.run(stop_after_steps)
     if stop_after_steps is not None and st.step < settings.total_steps and not st.stopped_early:

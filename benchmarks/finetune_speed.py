@@ -1,0 +1,157 @@
+"""Fine-tuning and LLM-evaluation speed of `mmesid finetune`, as a fraction of this machine's matmul peak.
+
+Measures in one run on one machine (issue 8, part 1):
+- the matmul peak in fp32 and bf16 (a plain torch.mm loop on square matrices);
+- training: seconds per optimiser step, training sequences/s and target items/s, FLOPs per step
+  (torch's FlopCounterMode) and achieved FLOP/s as a share of the peak for the dtype;
+- evaluation: users/s over a fixed sample of test users (full ranking over all items, as
+  `mmesid evaluate`), the time extrapolated to every user, FLOPs per user and the share of the peak.
+
+The item tables only set shapes here (speed does not depend on their values): without --emb the
+script writes random E_c (64-d) and E_t (384-d) tables and a random 4 x 256 x 64 SID export.
+
+    python benchmarks/finetune_speed.py --data data/beauty --threads 1 --out speed.json
+    python benchmarks/finetune_speed.py --data data/beauty --threads 1 --set mixed_precision='"bf16"'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def matmul_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """FLOP/s of back-to-back square matmuls (the machine's practical peak for this dtype); the size
+    grows from 256 until one product takes about 50 ms (at most 2048), so a slow dtype stays quick."""
+    n = 256
+    while True:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        torch.mm(a, b)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if time.perf_counter() - t0 > 0.05 or n >= 2048:
+            break
+        n *= 2
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def random_inputs(folder: Path, data) -> tuple[dict, str]:
+    from mmesid.artifacts.embeddings import write_item_embedding
+    from mmesid.artifacts.sid_export import write_sid_export
+
+    g = torch.Generator().manual_seed(0)
+    emb = {}
+    for m, d in (("c", 64), ("t", 384)):
+        emb[m] = str(write_item_embedding(folder / f"E_{m}.safetensors", torch.randn(data.n_items + 1, d, generator=g),
+                                          modality=m, encoder="random", data_fingerprint=data.fingerprint))
+    sids = {m: torch.randint(0, 256, (data.n_items + 1, 4), generator=g) for m in emb}
+    books = {m: torch.randn(4, 256, 64, generator=g) for m in emb}
+    tables = {m: {"z": torch.zeros(data.n_items + 1, 64), "z_hat": torch.zeros(data.n_items + 1, 64),
+                  "s_hat": torch.zeros(data.n_items + 1, 1), "mask": torch.ones(data.n_items + 1)} for m in emb}
+    write_sid_export(folder / "sids", sids, books, tables, {"modalities": {}}, data_fingerprint=data.fingerprint)
+    return emb, str(folder / "sids")
+
+
+def time_training(task, first: int, steps: int) -> dict:
+    for s in range(first, first + 2):  # warm-up
+        task.train_step(s)
+    targets = 0
+    t0 = time.perf_counter()
+    for s in range(first + 2, first + 2 + steps):
+        for idx in task.micro_batches(s):
+            targets += int(task.examples.batch(idx)["pos_targets"].gt(0).sum()) + len(idx)
+        task.train_step(s)
+    dt = (time.perf_counter() - t0) / steps
+    with FlopCounterMode(display=False) as fc:
+        task.train_step(first + 2 + steps)
+    seqs = task.cfg.batch_size * task.cfg.grad_accum
+    return {"s_per_step": dt, "sequences_per_s": seqs / dt, "targets_per_s": targets / steps / dt,
+            "flops_per_step": fc.get_total_flops(), "flops_per_s": fc.get_total_flops() / dt}
+
+
+def time_evaluation(task, users: int) -> dict:
+    from mmesid.data.split import pad_left
+    from mmesid.rec.distributed import distributed_evaluate, shard
+
+    ex = task.valid if users <= 0 else _sample(task, users)
+    distributed_evaluate(task.rt, task.model, _head(ex, 64), task.cfg)  # warm-up
+    t0 = time.perf_counter()
+    m = distributed_evaluate(task.rt, task.model, ex, task.cfg)
+    dt = time.perf_counter() - t0
+    part, _ = shard(ex, 0, 1)
+    batch = pad_left(part.histories[: task.cfg.eval_batch_size], task.cfg.max_len)
+    with FlopCounterMode(display=False) as fc, torch.no_grad(), task.rt.acc.autocast():
+        task.core.eval()
+        task.core.scores(batch)
+    per_user = fc.get_total_flops() / len(batch)
+    return {"users": len(ex), "seconds": dt, "users_per_s": len(ex) / dt, "flops_per_user": per_user,
+            "flops_per_s": per_user * len(ex) / dt, "nDCG@10": m["nDCG@10"]}
+
+
+def _sample(task, n):
+    from mmesid.data.split import EvalExamples, eval_examples
+
+    test = eval_examples(task.data_sequences, "test")
+    idx = np.sort(np.random.default_rng(0).choice(len(test), min(n, len(test)), replace=False))
+    return EvalExamples([test.histories[i] for i in idx], test.targets[idx], test.users[idx])
+
+
+def _head(ex, n):
+    from mmesid.data.split import EvalExamples
+
+    return EvalExamples(ex.histories[:n], ex.targets[:n], ex.users[:n])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    p.add_argument("--emb", action="append", default=[], metavar="M=FILE", help="E_c / E_t files (default: random)")
+    p.add_argument("--sids", type=Path, help="SID export (default: random)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=30, help="timed training steps")
+    p.add_argument("--eval-users", type=int, default=2048, help="test users in the timed evaluation")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="finetune config key=value")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = p.parse_args()
+
+    from mmesid.artifacts.embeddings import parse_emb_args
+    from mmesid.config import load_config
+    from mmesid.data.dataset import SequenceData
+    from mmesid.rec.config import FinetuneConfig
+    from mmesid.rec.distributed import setup_runtime
+    from mmesid.rec.train import make_task
+
+    torch.set_num_threads(args.threads)
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    data = SequenceData.load(args.data)
+    cfg = load_config(FinetuneConfig, None, ["device=\"cpu\"", f"threads={args.threads}", *args.overrides])
+    with tempfile.TemporaryDirectory() as tmp:
+        emb, sids = (parse_emb_args(args.emb), str(args.sids)) if args.emb else random_inputs(Path(tmp), data)
+        task = make_task(data, cfg, emb, sids, setup_runtime(cfg))
+        task.data_sequences = data.sequences
+        train = time_training(task, 0, args.steps)
+        ev = time_evaluation(task, args.eval_users)
+    dtype = "bf16" if str(task.rt.acc.mixed_precision) == "bf16" else "fp32"
+    res = {"variant": cfg.variant, "backbone": task.core.backbone_name, "threads": args.threads,
+           "mixed_precision": str(task.rt.acc.mixed_precision), "batch_size": cfg.batch_size, "peak_flops": peak,
+           "train": {**train, "share_of_peak": train["flops_per_s"] / peak[dtype]},
+           "eval": {**ev, "share_of_peak": ev["flops_per_s"] / peak[dtype],
+                    "seconds_all_users": data.n_users / ev["users_per_s"]}}
+    print(json.dumps(res, indent=2, default=float))
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
