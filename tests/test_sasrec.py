@@ -157,3 +157,17 @@ def test_a_locked_run_folder_refuses_a_second_writer(tmp_path, synthetic_dir, ca
         assert _train_cli(run, synthetic_dir, "--set", "epochs=1") == 2
         assert "another mmesid process" in capsys.readouterr().err
     assert _train_cli(run, synthetic_dir, "--set", "epochs=1", "--set", "model.hidden=16") == 0
+
+
+def test_resume_on_another_dataset_is_refused(tmp_path, synthetic_dir, capsys):
+    from mmesid.data.synthetic import SyntheticConfig, generate
+
+    other = tmp_path / "other"
+    generate(SyntheticConfig(n_users=300, n_items=120, seed=1)).save(other)  # same sizes, other content
+    run = tmp_path / "run"
+    assert _train_cli(run, synthetic_dir, "--set", "epochs=1", "--set", "model.hidden=16") == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert run_cli("sasrec", "train", "--data", other, "--out", run, "--quiet", "--set", "epochs=2",
+                   "--allow-config-change") == 2
+    assert "another dataset" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

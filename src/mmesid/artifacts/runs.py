@@ -38,6 +38,7 @@ class RunDir:
         self.kind = kind
         self.dist = dist or Dist()
         self._lock_fd: int | None = None
+        self._pending: dict = {}
 
     # ------------------------------------------------------------------ looking
     @property
@@ -49,6 +50,11 @@ class RunDir:
 
     def info(self) -> dict:
         return read_json(self.path / "run.json") if (self.path / "run.json").exists() else {}
+
+    def check_resume_data(self, data_fingerprint: str | None) -> None:
+        """A run with a checkpoint continues only on the dataset it was trained on."""
+        if self.has_checkpoint():
+            check_fingerprint(self.path / "run.json", self.info().get("data_fingerprint"), data_fingerprint)
 
     def resolve_config(self, cls: type[T], config_file: str | Path | None = None,
                        overrides: list[str] | None = None, allow_change: bool = False, fresh: bool = False) -> T:
@@ -116,10 +122,15 @@ class RunDir:
             with atomic_path(self.path / "config.toml") as tmp:
                 tmp.write_text(dump_toml(cfg))
 
+    def add_info(self, info: dict) -> None:
+        """Entries for run.json, written with the stage's own at `write_info` (after a resume was checked,
+        so a refused resume leaves run.json as it was)."""
+        self._pending.update(info)
+
     def write_info(self, info: dict) -> None:
         """run.json: the command's kind, inputs and the dataset fingerprint (merged with what is there)."""
         if self.dist.main:
-            write_json(self.path / "run.json", {**self.info(), **info, "kind": self.kind})
+            write_json(self.path / "run.json", {**self.info(), **self._pending, **info, "kind": self.kind})
 
     def write_metrics(self, metrics: dict, name: str = "metrics.json") -> None:
         if self.dist.main:

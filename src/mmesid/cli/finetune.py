@@ -68,7 +68,7 @@ def cmd_finetune(args) -> int:
     rt = setup_runtime(cfg)
     run = RunDir(out, KIND, rt.dist)
     with run.claim([args.data, *input_paths(embs, sids)], overwrite=args.overwrite):
-        run.write_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
+        run.add_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
         m = train_finetune(data, cfg, run, embs, sids, progress=not args.quiet, runtime=rt)
     if not rt.is_main:  # data-parallel: one report is enough
         return 0

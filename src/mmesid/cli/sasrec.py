@@ -30,7 +30,7 @@ def cmd_train(args) -> int:
                              fresh=args.overwrite)
     data = SequenceData.load(args.data)
     with run.claim(inputs=[args.data], overwrite=args.overwrite):
-        run.write_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
+        run.add_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
         m = train_sasrec(data, cfg, run, progress=not args.quiet)
     print_metrics("valid", m["valid"])
     print_metrics("test ", m["test"])

@@ -156,6 +156,7 @@ def _train(data, cfg, run: RunDir, progress, stop_after_steps) -> dict:
     loop = TrainingLoop(task, LoopSettings(total_steps=cfg.epochs * spe, eval_every=spe, metric=cfg.metric,
                                            patience=cfg.patience, steps_per_epoch=spe, name="sasrec"),
                         run.checkpoints, run.path / BEST, progress=progress)
+    run.check_resume_data(data.fingerprint)
     loop.resume()  # before config.toml is written: a checkpoint that does not fit leaves the run as it was
     run.write_config(cfg)
     run.write_info({"data_fingerprint": data.fingerprint, "n_items": data.n_items})

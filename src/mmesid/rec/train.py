@@ -200,6 +200,7 @@ def _train(data, cfg, run: RunDir, emb_paths, sids_dir, rt: Runtime, progress, s
                             patience=cfg.patience, save_every=cfg.save_every, steps_per_epoch=spe,
                             name=f"finetune {cfg.variant}")
     loop = TrainingLoop(task, settings, run.checkpoints, run.path / BEST, progress=progress, is_main=rt.is_main)
+    run.check_resume_data(data.fingerprint)
     loop.resume()  # before config.toml is written: a checkpoint that does not fit leaves the run as it was
     run.write_config(cfg)
     run.write_info({"data_fingerprint": data.fingerprint, "n_items": data.n_items, "emb": dict(emb_paths),
