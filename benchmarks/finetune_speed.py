@@ -64,37 +64,38 @@ def random_inputs(folder: Path, data) -> tuple[dict, str]:
 
 
 def time_training(task, first: int, steps: int) -> dict:
+    """Time `steps` optimiser steps, then count their FLOPs in a second pass over the same batches
+    (the batches of a step are a pure function of the seed and the step; FLOPs do not depend on the weights)."""
     for s in range(first, first + 2):  # warm-up
         task.train_step(s)
-    targets = 0
+    timed = range(first + 2, first + 2 + steps)
+    targets = sum(int(task.examples.batch(idx)["pos_targets"].gt(0).sum()) + len(idx)
+                  for s in timed for idx in task.micro_batches(s))
     t0 = time.perf_counter()
-    for s in range(first + 2, first + 2 + steps):
-        for idx in task.micro_batches(s):
-            targets += int(task.examples.batch(idx)["pos_targets"].gt(0).sum()) + len(idx)
+    for s in timed:
         task.train_step(s)
     dt = (time.perf_counter() - t0) / steps
     with FlopCounterMode(display=False) as fc:
-        task.train_step(first + 2 + steps)
+        for s in timed:
+            task.train_step(s)
+    flops = fc.get_total_flops() / steps
     seqs = task.cfg.batch_size * task.cfg.grad_accum
     return {"s_per_step": dt, "sequences_per_s": seqs / dt, "targets_per_s": targets / steps / dt,
-            "flops_per_step": fc.get_total_flops(), "flops_per_s": fc.get_total_flops() / dt}
+            "flops_per_step": flops, "flops_per_s": flops / dt}
 
 
 def time_evaluation(task, users: int) -> dict:
-    from mmesid.data.split import pad_left
-    from mmesid.rec.distributed import distributed_evaluate, shard
+    """Time the evaluation of a sample of test users, then count the FLOPs of the same evaluation."""
+    from mmesid.rec.distributed import distributed_evaluate
 
     ex = task.valid if users <= 0 else _sample(task, users)
     distributed_evaluate(task.rt, task.model, _head(ex, 64), task.cfg)  # warm-up
     t0 = time.perf_counter()
     m = distributed_evaluate(task.rt, task.model, ex, task.cfg)
     dt = time.perf_counter() - t0
-    part, _ = shard(ex, 0, 1)
-    batch = pad_left(part.histories[: task.cfg.eval_batch_size], task.cfg.max_len)
-    with FlopCounterMode(display=False) as fc, torch.no_grad(), task.rt.acc.autocast():
-        task.core.eval()
-        task.core.scores(batch)
-    per_user = fc.get_total_flops() / len(batch)
+    with FlopCounterMode(display=False) as fc:
+        distributed_evaluate(task.rt, task.model, ex, task.cfg)
+    per_user = fc.get_total_flops() / len(ex)
     return {"users": len(ex), "seconds": dt, "users_per_s": len(ex) / dt, "flops_per_user": per_user,
             "flops_per_s": per_user * len(ex) / dt, "nDCG@10": m["nDCG@10"]}
 
