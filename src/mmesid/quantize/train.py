@@ -343,7 +343,7 @@ def check_resume_inputs(run: RunDir, embs: dict[str, ItemEmbedding], fingerprint
     if info.get("n_items") is not None and info["n_items"] != n:
         raise MmesidError(f"{where}: this run was trained on {info['n_items']} items, the --emb tables have {n}; "
                           "resume with the same tables or use a new --out")
-    check_fingerprint(where, info.get("data_fingerprint"), fingerprint)
+    run.check_resume_data(fingerprint)
 
 
 def run_training(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig, run: RunDir | str | Path,
