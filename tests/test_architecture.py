@@ -21,6 +21,7 @@ ALLOWED = {
     "models": CORE | {"data", "eval", "training"},
     "rec": CORE | {"data", "eval", "training"},
     "analysis": CORE | {"data"},
+    "serve": CORE | {"data", "eval", "models", "rec"},
     "cli": None,  # the command line may use everything
 }
 

@@ -147,7 +147,7 @@ def test_cli_popularity_matches_direct_computation(tmp_path, prepared, capsys):
 
 
 def test_cli_run_scorer_by_kind_and_default_output(tmp_path, prepared, monkeypatch):
-    import mmesid.cli.evaluate as ev
+    import mmesid.serve.runs as ev
 
     folder, data = prepared
     histories = [s[:-2] for s in data.sequences]
@@ -171,7 +171,7 @@ def test_cli_run_scorer_by_kind_and_default_output(tmp_path, prepared, monkeypat
 
 
 def test_cli_refusals(tmp_path, prepared, monkeypatch, capsys):
-    import mmesid.cli.evaluate as ev
+    import mmesid.serve.runs as ev
     import mmesid.io
 
     folder, data = prepared

@@ -4,7 +4,7 @@ An output location is refused, before anything is written, when it is the curren
 contains it), the home or root folder, an input of the command, a folder that contains an input, or
 a folder holding anything that this kind of command did not make. `--overwrite` replaces only a
 folder of the same kind. Folders are recognised by their own marker: `run.json` ("kind"), a prepared
-dataset's `meta.json`, a semantic-ID export's `stats.json`.
+dataset's `meta.json`, a semantic-ID export's `stats.json`, an imported backbone's `mmesid_backbone.json`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Iterable, Iterator
 from ..errors import MmesidError
 
 DESCRIPTIONS = {"prepared-data": "a prepared dataset", "sid-export": "a semantic-ID export",
-                "sasrec": "a SASRec run", "quantize": "a quantiser run", "finetune": "a fine-tuning run"}
+                "sasrec": "a SASRec run", "quantize": "a quantiser run", "finetune": "a fine-tuning run",
+                "backbone": "an imported backbone"}
 
 
 def _json(path: Path) -> dict:
@@ -40,6 +41,8 @@ def folder_kind(path: str | Path) -> str | None:
         return "prepared-data"
     if (path / "semantic_ids.safetensors").is_file() and (path / "stats.json").is_file():
         return "sid-export"
+    if (path / "mmesid_backbone.json").is_file() and _json(path / "mmesid_backbone.json").get("kind"):
+        return str(_json(path / "mmesid_backbone.json")["kind"])
     return None
 
 
@@ -117,6 +120,9 @@ def swap_dir(out: str | Path) -> Iterator[Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
     old = None
     try:
         yield tmp

@@ -24,23 +24,6 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-# Run kind (run.json "kind") -> the library function that rebuilds its scorer. Imported only when
-# used, so `mmesid --help` loads neither the models nor torch.
-def _sasrec(run_dir: Path, data, device):
-    from ..models.sasrec_train import load_scorer
-
-    return load_scorer(run_dir, data, device)
-
-
-def _finetune(run_dir: Path, data, device):
-    from ..rec.runs import load_scorer
-
-    return load_scorer(run_dir, data, device)
-
-
-SCORERS = {"sasrec": _sasrec, "finetune": _finetune}
-
-
 def _output_file(args) -> Path | None:
     """The results file, checked before any work: a .json file, outside the inputs, writable; inside
     the run folder only `eval_*.json` (so nothing can replace the run's own files)."""
@@ -73,23 +56,14 @@ def _check_writable(out: Path) -> None:
 
 def _scorer(args, data, device):
     """(scorer, max_len, name) of the run, after checking its kind and its dataset."""
-    from ..artifacts.outputs import folder_kind
-    from ..artifacts.runs import open_run
-
     if args.popularity:
         from ..data.split import MAX_HISTORY
         from ..models.popularity import Popularity
 
         return Popularity(data.item_frequency()), MAX_HISTORY, "popularity"
-    kind = folder_kind(args.run)
-    if kind not in SCORERS:
-        if not args.run.is_dir():
-            raise MmesidError(f"{args.run}: run folder not found")
-        raise MmesidError(f"{args.run}: not a trained model run (kind {kind!r}; evaluate reads "
-                          f"{', '.join(sorted(SCORERS))} runs)")
-    run = open_run(args.run, kind, data_fingerprint=data.fingerprint)
-    scorer, max_len = SCORERS[kind](run.path, data, device)
-    return scorer, max_len, kind
+    from ..serve.runs import load_run_scorer
+
+    return load_run_scorer(args.run, data, device)
 
 
 def cmd_evaluate(args) -> int:

@@ -62,6 +62,16 @@ def lora_targets(model_type: str, lora: LoraSettings) -> list[str]:
     return BERT_LORA_TARGETS if model_type in ENCODER_TYPES else LLAMA_LORA_TARGETS
 
 
+def set_dropout(hf_cfg, p: float) -> list[str]:
+    """Set every dropout probability of a transformers config (names differ by architecture:
+    hidden_dropout_prob, attention_probs_dropout_prob, attention_dropout, ...); returns the keys set."""
+    keys = [k for k, v in vars(hf_cfg).items()
+            if "dropout" in k and isinstance(v, float) and not isinstance(v, bool)]
+    for k in keys:
+        setattr(hf_cfg, k, p)
+    return keys
+
+
 def load_backbone(cfg: BackboneSettings, lora: LoraSettings, device: torch.device) -> Backbone:
     """Load model + tokenizer from a local folder, freeze it, add LoRA; the result lives on `device`."""
     from peft import LoraConfig, get_peft_model
@@ -82,6 +92,8 @@ def load_backbone(cfg: BackboneSettings, lora: LoraSettings, device: torch.devic
     if model_type in ENCODER_TYPES:
         hf_cfg.is_decoder = True  # causal self-attention
         hf_cfg.add_cross_attention = False
+    if cfg.dropout is not None:
+        set_dropout(hf_cfg, cfg.dropout)
     kwargs = {"config": hf_cfg, "dtype": dtype}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation

@@ -35,6 +35,9 @@ class BackboneSettings:
     load_in_4bit: bool = False  # QLoRA-style NF4 (bitsandbytes, CUDA only), as the authors do
     gradient_checkpointing: bool = False
     attn_implementation: str = ""  # "" = transformers' default (sdpa)
+    # dropout inside the frozen backbone (every *dropout* key of its config); None = the model's own
+    # (MiniLM: 0.1; Llama-3 and SmolLM2: 0.0, so 0.0 is the paper's setting). LoRA has its own, lora.dropout
+    dropout: float | None = bounded(None, ge=0.0, lt=1.0)
 
 
 @dataclass
