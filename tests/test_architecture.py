@@ -21,7 +21,7 @@ ALLOWED = {
     "models": CORE | {"data", "eval", "training"},
     "rec": CORE | {"data", "eval", "training"},
     "analysis": CORE | {"data"},
-    "serve": CORE | {"data", "eval", "models", "rec"},
+    "serve": CORE | {"data", "eval", "models", "rec", "encoders", "quantize"},
     "cli": None,  # the command line may use everything
 }
 

@@ -61,6 +61,14 @@ def register(sub) -> None:
     add_runtime_args(pd, device=False, threads=False)
     pd.set_defaults(func=cmd_download)
 
+    pc = dsub.add_parser("cold-split", help="a copy of a prepared dataset whose cold items never appear in training")
+    pc.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    pc.add_argument("--fraction", type=arg_number(float, gt=0, lt=1), default=0.05,
+                    help="share of all items made cold (default 0.05), chosen among validation/test targets")
+    pc.add_argument("--seed", type=arg_number(int, ge=0), default=0)
+    add_output_args(pc, help="output prepared dataset folder")
+    pc.set_defaults(func=cmd_cold_split)
+
     pi = dsub.add_parser("stats", help="print a prepared dataset's statistics and what was dropped")
     pi.add_argument("path", type=Path)
     pi.set_defaults(func=cmd_stats)
@@ -181,6 +189,20 @@ def cmd_download(args) -> int:
                                  progress=not args.quiet)
     for p in paths:
         print(p)
+    return 0
+
+
+def cmd_cold_split(args) -> int:
+    from ..data.cold import cold_split
+    from ..data.dataset import SequenceData
+
+    data = SequenceData.load(args.data)
+    out = cold_split(data, args.fraction, args.seed)
+    out.save(args.out, overwrite=args.overwrite, inputs=[args.data])
+    cs = out.report["cold_split"]
+    print(f"{args.out}: {cs['n_items']} cold items ({args.fraction:.1%} of {data.n_items}); "
+          f"{cs['interactions_removed']} training interactions removed, {cs['users_dropped']} users dropped "
+          f"(fewer than 3 items left); {out.n_users} users, {out.n_interactions} interactions")
     return 0
 
 

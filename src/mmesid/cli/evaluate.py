@@ -17,6 +17,9 @@ def register(sub) -> None:
     which.add_argument("--popularity", action="store_true",
                        help="evaluate the most-popular baseline instead (never written into a run)")
     p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--target-items", type=Path, metavar="PATH",
+                   help="only users whose target is one of these items: a text file of item ids (one per line) "
+                        "or a cold-split dataset folder (its cold items, `mmesid data cold-split`)")
     p.add_argument("--out", type=Path, metavar="FILE.json",
                    help="where to write the results (default with --run: RUN/eval_<split>.json; "
                         "with --popularity: printed only)")
@@ -66,6 +69,31 @@ def _scorer(args, data, device):
     return load_run_scorer(args.run, data, device)
 
 
+def _only_targets(examples, data, path: Path):
+    """The users whose target is in the item list at `path` (see --target-items)."""
+    import numpy as np
+
+    from ..data.cold import cold_item_ids
+    from ..data.dataset import SequenceData
+    from ..data.split import EvalExamples
+    from ..data.textio import iter_lines
+
+    if path.is_dir():
+        ids = cold_item_ids(SequenceData.load(path))
+        if not ids:
+            raise MmesidError(f"--target-items {path}: the dataset records no cold items (not a cold split)")
+    else:
+        ids = [line.strip() for _, line in iter_lines(path) if line.strip()]
+    index = {it.raw_id: i + 1 for i, it in enumerate(data.items)}
+    unknown = [i for i in ids if i not in index]
+    if unknown:
+        raise MmesidError(f"--target-items {path}: {len(unknown)} item id(s) not in the dataset, e.g. {unknown[0]!r}")
+    keep = np.flatnonzero(np.isin(examples.targets, [index[i] for i in ids]))
+    if len(keep) == 0:
+        raise MmesidError(f"--target-items {path}: no user's target is one of these {len(ids)} items")
+    return EvalExamples([examples.histories[i] for i in keep], examples.targets[keep], examples.users[keep])
+
+
 def cmd_evaluate(args) -> int:
     from ..data.dataset import SequenceData
     from ..data.split import eval_examples
@@ -82,9 +110,12 @@ def cmd_evaluate(args) -> int:
         torch.set_num_threads(args.threads)
     scorer, max_len, name = _scorer(args, data, device)
     examples = eval_examples(data.sequences, args.split)
+    if args.target_items is not None:
+        examples = _only_targets(examples, data, args.target_items)
     m = evaluate(scorer, examples, batch_size=args.batch_size, max_len=max_len, device=device,
                  progress=not args.quiet)
     result = {**m, "model": name, "split": args.split, "data": str(args.data),
+              "target_items": str(args.target_items) if args.target_items else None,
               "data_fingerprint": data.fingerprint, "run": str(args.run) if args.run else None}
     if out is not None:
         try:

@@ -265,9 +265,10 @@ def _read_report(path: Path) -> dict | None:
         stats = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(stats, dict) or not isinstance(stats.get("dropped"), dict):
+    if not isinstance(stats, dict) or not (isinstance(stats.get("dropped"), dict)
+                                           or isinstance(stats.get("cold_split"), dict)):
         return None
-    return {k: stats[k] for k in ("input", "filters", "dropped") if k in stats}
+    return {k: stats[k] for k in ("input", "filters", "dropped", "cold_split") if k in stats}
 
 
 def _count(n: int, word: str) -> str:

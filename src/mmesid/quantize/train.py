@@ -410,8 +410,8 @@ def recorded_tables(run: RunDir, files: dict[str, str] | None = None) -> dict[st
     return embs
 
 
-def export_run(run: RunDir, out: str | Path, files: dict[str, str] | None = None, overwrite: bool = False) -> dict:
-    """`quantize export`: the best weights of a trained run, applied to its recorded input tables."""
+def load_trained(run: RunDir, files: dict[str, str] | None = None) -> tuple[MMRQVAE, dict[str, ItemEmbedding]]:
+    """The best weights of a trained run on its recorded input tables (or `files`), in eval mode."""
     if not (run.path / BEST).exists():
         raise MmesidError(f"{run.path}: no {BEST} (the run has not validated an epoch yet; train first)")
     embs = recorded_tables(run, files)
@@ -422,7 +422,12 @@ def export_run(run: RunDir, out: str | Path, files: dict[str, str] | None = None
         model.load_state_dict(state)
     except RuntimeError as e:
         raise MmesidError(f"{run.path / BEST}: does not fit the input tables/config ({_short(e)})") from None
-    model.eval()
+    return model.eval(), embs
+
+
+def export_run(run: RunDir, out: str | Path, files: dict[str, str] | None = None, overwrite: bool = False) -> dict:
+    """`quantize export`: the best weights of a trained run, applied to its recorded input tables."""
+    model, embs = load_trained(run, files)
     fingerprint = run.info().get("data_fingerprint") or common_fingerprint(embs)
     return write_export(model, embs, out, run_dir=run.path, data_fingerprint=fingerprint,
                         inputs=export_inputs(run.path, embs), overwrite=overwrite)

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import torch
 
+from ..artifacts.added_items import read_added_items
 from ..artifacts.runs import open_run
 from ..config import load_config
 from ..data.dataset import SequenceData
 from ..errors import MmesidError
 from ..io import load_tensors
 from ..utils import resolve_device
+from .added import apply_added_items
 from .build import build_model
 from .config import FinetuneConfig
 
@@ -25,7 +27,8 @@ BEST = "best.safetensors"
 
 
 def load_scorer(run_dir: str | Path, data: SequenceData, device) -> tuple[torch.nn.Module, int]:
-    """For `mmesid evaluate`: rebuild a finetune run's model with its best trainable weights.
+    """For `mmesid evaluate`: rebuild a finetune run's model with its best trainable weights (and the
+    items added after training, `RUN/added_items/`).
 
     The run must have been trained on `data` (fingerprint), and its inputs (run.json `emb`, `sids`)
     are read and checked again, so a moved or replaced input file is an error, not a silent change.
@@ -45,5 +48,8 @@ def load_scorer(run_dir: str | Path, data: SequenceData, device) -> tuple[torch.
         model.load_trainable_state(w)
     except RuntimeError as e:
         raise MmesidError(f"{weights}: does not fit this run's model ({e})") from None
+    added = read_added_items(run.path)
+    if added is not None:
+        apply_added_items(model, added)
     model.eval()
     return model, cfg.max_len

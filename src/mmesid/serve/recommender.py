@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifacts.added_items import read_added_items
 from ..artifacts.runs import RunDir
-from ..data.dataset import SequenceData
+from ..data.dataset import ItemInfo, SequenceData
 from ..data.split import pad_left
 from ..errors import MmesidError
 from ..utils import resolve_device
@@ -47,13 +48,16 @@ class Recommender:
     """A trained run ready to recommend; build it with `Recommender.load(run_dir)`."""
 
     def __init__(self, scorer, data: SequenceData, max_len: int, kind: str, name: str = "",
-                 device: torch.device | str = "cpu", batch_size: int = 256):
+                 device: torch.device | str = "cpu", batch_size: int = 256, extra_items: Sequence[ItemInfo] = ()):
+        """`extra_items`: catalogue entries after the dataset's (items added to the run, numbered on)."""
         self.scorer, self.data, self.max_len, self.kind, self.name = scorer, data, max_len, kind, name
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.index = {it.raw_id: i + 1 for i, it in enumerate(data.items)}
+        self.items = list(data.items) + list(extra_items)
+        self.index = {it.raw_id: i + 1 for i, it in enumerate(self.items)}
         self.user_index = {u: i for i, u in enumerate(data.user_ids)}
         freq = torch.as_tensor(data.item_frequency(), dtype=torch.float32)
+        freq = torch.cat([freq, torch.zeros(len(extra_items))])
         self.popularity = freq + torch.arange(len(freq), 0, -1) * 1e-9  # ties: lower item number first
         self.popularity[0] = float("-inf")
 
@@ -74,12 +78,14 @@ class Recommender:
             data = SequenceData.load(data)
         dev = resolve_device(device)
         scorer, max_len, kind = load_run_scorer(run_dir, data, dev)
-        return cls(scorer, data, max_len, kind, str(run_dir), dev, batch_size)
+        added = read_added_items(run_dir)
+        extra = [ItemInfo(r, t, i) for _, r, t, i in added.new_items(data.n_items)] if added else []
+        return cls(scorer, data, max_len, kind, str(run_dir), dev, batch_size, extra)
 
     # ------------------------------------------------------------------ ids
     @property
     def n_items(self) -> int:
-        return self.data.n_items
+        return len(self.items)
 
     def item_numbers(self, ids: Sequence[str], unknown: str = "error") -> tuple[list[int], list[str]]:
         """Raw item ids -> item numbers; unknown ids are an error naming them, or dropped."""
@@ -104,7 +110,7 @@ class Recommender:
         n = self.index.get(str(item_id))
         if n is None:
             raise MmesidError(f"unknown item id {item_id!r}")
-        it = self.data.items[n - 1]
+        it = self.items[n - 1]
         return {"id": it.raw_id, "title": it.title, "image": it.image,
                 "training_frequency": int(self.popularity[n].round())}
 
@@ -139,8 +145,8 @@ class Recommender:
         for r in range(len(idx)):
             keep = torch.isfinite(val[r])
             items = idx[r][keep].tolist()
-            out.append(Recommendation([self.data.items[n - 1].raw_id for n in items],
-                                      [self.data.items[n - 1].title for n in items], val[r][keep].tolist(),
+            out.append(Recommendation([self.items[n - 1].raw_id for n in items],
+                                      [self.items[n - 1].title for n in items], val[r][keep].tolist(),
                                       "popularity" if empty[r] else None, dropped[r]))
         return out
 
