@@ -107,6 +107,33 @@ def test_prefix_cache_gives_the_same_scores(env):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_inference_prefix_cache_is_reused_and_never_stale(env):
+    """At inference the prefix keys/values are computed once; training or loading weights drops them."""
+    cfg = cfg_for(env, variant="mme-sid")
+    model = build_model(cfg, env["data"], env["emb"], env["sids"], torch.device("cpu")).eval()
+    hist = pad_left(eval_examples(env["data"].sequences, "test").histories[:6], 50)
+    calls = []
+    hook = model.llm.register_forward_hook(lambda m, a, k, out: calls.append(k["inputs_embeds"].shape[0]),
+                                           with_kwargs=True)
+    a = model.scores(hist)
+    b = model.scores(hist[:3])
+    assert calls == [1, 6, 3]  # the prefix ran once for both batches
+    assert torch.allclose(a[:3], b, atol=1e-6)
+    state = {n: p + 0.05 for n, p in model.trainable_state().items() if "lora_B" in n}
+    state = {**model.trainable_state(), **state}
+    model.load_trainable_state(state)  # new weights: the cached prefix must go
+    c = model.scores(hist)
+    model.cache_prefix = False
+    assert torch.allclose(c, model.scores(hist), atol=1e-5) and not torch.allclose(a, c, atol=1e-3)
+    model.cache_prefix = True
+    model.train()
+    model.eval()
+    calls.clear()
+    model.scores(hist)
+    assert calls == [1, 6]  # recomputed after a switch to training mode
+    hook.remove()
+
+
 def test_one_pass_equals_per_prefix_prompts(env):
     """The hidden state at history item j equals the final state of a prompt cut after item j,
     up to the response header: the causal mask makes the one-pass scheme see exactly that prefix."""

@@ -6,6 +6,8 @@ One class serves MME-SID, its ablations and the LLM-based baselines; the variant
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +38,7 @@ class LLMRecommender(nn.Module):
                        if fusion else None)
         self.n_prefix = len(prompt.prefix_ids)
         self.cache_prefix = cache_prefix
+        self._frozen_prefix = None  # inference-time prefix cache, see _prefix_cache
 
     # ------------------------------------------------------------------ pieces
     def _embed_dtype(self) -> torch.dtype:
@@ -83,8 +86,7 @@ class LLMRecommender(nn.Module):
         prefix = emb(self.prefix_ids).to(dt)
         suffix = emb(self.suffix_ids).to(dt)
         if self.cache_prefix:
-            pre = self.llm(inputs_embeds=prefix.unsqueeze(0), use_cache=True)
-            cache = getattr(pre, "cache", None) or getattr(pre, "past_key_values", None)
+            cache = self._prefix_cache(prefix)
             cache.batch_repeat_interleave(B)
             x, mask, final = assemble(prefix[:0], suffix, items, lengths, span)
             P = prefix.shape[0]
@@ -97,6 +99,23 @@ class LLMRecommender(nn.Module):
             offset = self.n_prefix
         hs = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return hs, final, offset
+
+    def _prefix_cache(self, prefix: torch.Tensor):
+        """Keys/values of the instruction prefix (batch 1). In training they depend on the LoRA weights
+        being trained, so they are computed every time; at inference (eval mode, no gradients) they are
+        computed once and copied for each batch, until the model is trained or loaded again."""
+        frozen = not self.training and not torch.is_grad_enabled()
+        if frozen and self._frozen_prefix is not None:
+            return copy.deepcopy(self._frozen_prefix)
+        pre = self.llm(inputs_embeds=prefix.unsqueeze(0), use_cache=True)
+        cache = getattr(pre, "cache", None) or getattr(pre, "past_key_values", None)
+        if frozen:
+            self._frozen_prefix = copy.deepcopy(cache)
+        return cache
+
+    def train(self, mode: bool = True):
+        self._frozen_prefix = None
+        return super().train(mode)
 
     # ------------------------------------------------------------------ training
     def forward(self, right: torch.Tensor, lengths: torch.Tensor, pos_targets: torch.Tensor,
@@ -146,6 +165,7 @@ class LLMRecommender(nn.Module):
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._frozen_prefix = None
         own = dict(self.named_parameters())
         missing = [n for n, p in own.items() if p.requires_grad and n not in state]
         unknown = [n for n in state if n not in own]

@@ -44,6 +44,21 @@ class Recommendation:
         return dataclasses.asdict(self)
 
 
+def length_groups(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of the non-empty histories in batches of similar length: a batch costs its longest
+    history times its size, so a new batch starts when a history is over twice (+2) the batch's
+    shortest, or the batch is full."""
+    order = sorted((n, i) for i, n in enumerate(lengths) if n > 0)
+    groups: list[list[int]] = []
+    first = 0
+    for n, i in order:
+        if not groups or len(groups[-1]) >= batch_size or n > 2 * first + 2:
+            groups.append([])
+            first = n
+        groups[-1].append(i)
+    return groups
+
+
 class Recommender:
     """A trained run ready to recommend; build it with `Recommender.load(run_dir)`."""
 
@@ -126,9 +141,7 @@ class Recommender:
         hs = [np.asarray(h, dtype=np.int64)[-self.max_len:] for h in histories]
         empty = [len(h) == 0 for h in hs]
         scores = self.popularity.expand(len(hs), -1).clone()
-        full = [i for i, e in enumerate(empty) if not e]
-        for lo in range(0, len(full), self.batch_size):
-            rows = full[lo:lo + self.batch_size]
+        for rows in length_groups([len(h) for h in hs], self.batch_size):
             s = self.scorer.scores(pad_left([hs[i] for i in rows], self.max_len).to(self.device)).float().cpu()
             scores[rows] = s
         scores[:, 0] = float("-inf")
