@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 from ..errors import MmesidError
 
 DESCRIPTIONS = {"prepared-data": "a prepared dataset", "sid-export": "a semantic-ID export",
-                "sasrec": "a SASRec run", "quantize": "a quantiser run", "finetune": "a fine-tuning run",
+                "sasrec": "a SASRec run", "quantize": "a quantiser run", "finetune": "a fine-tuning run", "tiger": "a TIGER-MM run",
                 "backbone": "an imported backbone"}
 
 

@@ -26,7 +26,13 @@ def _finetune(run_dir: Path, data: SequenceData, device):
     return load_scorer(run_dir, data, device)
 
 
-SCORERS = {"sasrec": _sasrec, "finetune": _finetune}
+def _tiger(run_dir: Path, data: SequenceData, device):
+    from ..models.tiger_train import load_scorer
+
+    return load_scorer(run_dir, data, device)
+
+
+SCORERS = {"sasrec": _sasrec, "finetune": _finetune, "tiger": _tiger}
 
 
 def run_kind(run_dir: str | Path) -> str:
@@ -37,7 +43,7 @@ def run_kind(run_dir: str | Path) -> str:
     kind = folder_kind(run_dir)
     if kind not in SCORERS:
         raise MmesidError(f"{run_dir}: not a trained model run (it holds {describe(kind)}; expected the --out "
-                          f"folder of {' or '.join(f'mmesid {k}' for k in ('sasrec train', 'finetune'))})")
+                          f"folder of {' or '.join(f'mmesid {k}' for k in ('sasrec train', 'finetune', 'tiger train'))})")
     return kind
 
 
