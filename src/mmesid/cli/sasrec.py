@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
     cfg = run.resolve_config(SASRecTrainConfig, args.config, runtime_overrides(args), args.allow_config_change,
                              fresh=args.overwrite)
     data = SequenceData.load(args.data)
-    with run.claim(inputs=[args.data], overwrite=args.overwrite):
+    with run.claim(inputs=[args.data] + ([Path(cfg.sids)] if cfg.sids else []), overwrite=args.overwrite):
         run.add_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
         m = train_sasrec(data, cfg, run, progress=not args.quiet)
     print_metrics("valid", m["valid"])

@@ -84,7 +84,7 @@ class SASRec(nn.Module):
         # positions count from the right so the last item always gets the same position embedding
         pos = torch.arange(T - 1, -1, -1, device=seq.device)
         pos = (self.cfg.max_len - 1 - pos).clamp(min=0)
-        x = self.drop(self.ln(self.item_emb(seq) + self.pos_emb(pos)[None]))
+        x = self.drop(self.ln(self.embed_items(seq) + self.pos_emb(pos)[None]))
         valid = seq > 0
         causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()
         eye = torch.eye(T, dtype=torch.bool, device=seq.device)
@@ -93,14 +93,22 @@ class SASRec(nn.Module):
             x = blk(x, mask)
         return x
 
+    def embed_items(self, seq: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of item ids (a subclass may build them from item features)."""
+        return self.item_emb(seq)
+
+    def item_table(self) -> torch.Tensor:
+        """Every item's embedding [n_items + 1, D], the output side of the tied item representation."""
+        return self.item_emb.weight
+
     def scores(self, histories: torch.Tensor) -> torch.Tensor:
         """Scores of every item id for the next position: [B, n_items + 1]."""
         h = self.hidden_states(histories)[:, -1]
-        return h @ self.item_emb.weight.T
+        return h @ self.item_table().T
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Softmax cross-entropy over all items at every non-padded position."""
         h = self.hidden_states(inputs)
         keep = targets > 0
-        logits = h[keep] @ self.item_emb.weight.T
+        logits = h[keep] @ self.item_table().T
         return F.cross_entropy(logits, targets[keep])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,7 +27,13 @@ from ..errors import ConfigError, MmesidError
 from ..eval.ranking import DEFAULT_KS, evaluate
 from ..io import load_tensors
 from ..training.loop import LoopSettings, TrainingLoop
-from ..utils import count_parameters, env_info, peak_rss_mb, resolve_device, seed_everything
+from ..utils import (
+    count_parameters,
+    env_info,
+    peak_rss_mb,
+    resolve_device,
+    seed_everything,
+)
 from .sasrec import SASRec, SASRecConfig
 
 KIND = "sasrec"
@@ -47,10 +54,35 @@ class SASRecTrainConfig:
     seed: int = bounded(42, ge=0)
     device: str = "auto"
     threads: int = bounded(0, ge=0)  # torch intra-op threads (0 = torch's default)
+    # item representation: "id" (SASRec) or "motor" (MOTOR: ID-free, from semantic-ID tokens, models/motor.py)
+    item_repr: Literal["id", "motor"] = "id"
+    sids: str = ""  # MOTOR: the semantic-ID export (mmesid quantize train)
+    motor_modalities: list[str] = field(default_factory=lambda: ["t", "v"])  # those in the export are used
+    cross_layers: int = bounded(2, ge=0)  # MOTOR's token cross layers
 
     def validate(self) -> None:
         if self.metric not in METRICS:
             raise ConfigError(f"metric: {self.metric!r} is not one of {', '.join(METRICS)}")
+        if self.item_repr == "motor" and not self.sids:
+            raise ConfigError("item_repr = \"motor\" needs sids = \"<semantic-ID export folder>\"")
+
+
+def make_model(data: SequenceData, cfg: SASRecTrainConfig) -> SASRec:
+    """SASRec over item ids, or MOTOR over the items' semantic-ID tokens (the same model otherwise)."""
+    if cfg.item_repr == "id":
+        return SASRec(data.n_items, cfg.model)
+    from ..artifacts.sid_export import load_sid_export
+    from .motor import MOTOR, item_tokens
+
+    export = load_sid_export(cfg.sids)
+    if export.fingerprint and export.fingerprint != data.fingerprint:
+        raise MmesidError(f"sids = {cfg.sids!r}: made from another dataset (fingerprint {export.fingerprint}, "
+                          f"the data has {data.fingerprint})")
+    mods = [m for m in cfg.motor_modalities if m in export.sids]
+    if not mods:
+        raise MmesidError(f"sids = {cfg.sids!r}: none of the modalities {cfg.motor_modalities} (it has "
+                          f"{', '.join(export.sids)})")
+    return MOTOR(data.n_items, cfg.model, item_tokens(export.sids, mods), cfg.cross_layers)
 
 
 def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +182,7 @@ def _train(data, cfg, run: RunDir, progress, stop_after_steps) -> dict:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    model = SASRec(data.n_items, cfg.model).to(device)
+    model = make_model(data, cfg).to(device)
     task = SASRecTask(model, data, cfg, device)
     spe = task.steps_per_epoch
     loop = TrainingLoop(task, LoopSettings(total_steps=cfg.epochs * spe, eval_every=spe, metric=cfg.metric,
@@ -166,11 +198,13 @@ def _train(data, cfg, run: RunDir, progress, stop_after_steps) -> dict:
     loop.load_best()
     valid_m = task.evaluate(task.valid, progress)
     test_m = task.evaluate(eval_examples(data.sequences, "test"), progress)
-    write_item_embedding(run.path / "item_embeddings.safetensors", model.item_emb.weight, modality="collaborative",
-                         encoder="sasrec", data_fingerprint=data.fingerprint)
+    with torch.no_grad():
+        table = model.item_table().detach()
+    write_item_embedding(run.path / "item_embeddings.safetensors", table, modality="collaborative",
+                         encoder="sasrec" if cfg.item_repr == "id" else "motor", data_fingerprint=data.fingerprint)
     epochs_run = len(st.history)
     metrics = {
-        "model": "SASRec", "best_epoch": st.best_step // spe - 1 if st.best_step > 0 else -1,
+        "model": "SASRec" if cfg.item_repr == "id" else "MOTOR", "best_epoch": st.best_step // spe - 1 if st.best_step > 0 else -1,
         "epochs_run": epochs_run, "stopped_early": st.stopped_early, "valid": valid_m, "test": test_m,
         "seconds_per_epoch": round(st.train_seconds / max(1, st.step / spe), 2),
         "train_seconds": round(st.train_seconds, 1), "parameters": count_parameters(model),
@@ -188,7 +222,7 @@ def load_scorer(run_dir: str | Path, data: SequenceData, device="cpu"):
     cfg = load_config(SASRecTrainConfig, run.path / "config.toml")
     if not (run.path / BEST).exists():
         raise MmesidError(f"{run.path}: no {BEST} (the run has not validated an epoch yet)")
-    model = SASRec(data.n_items, cfg.model)
+    model = make_model(data, cfg)
     state, _ = load_tensors(run.path / BEST)
     try:
         model.load_state_dict(state)
