@@ -4,14 +4,33 @@ by `mmesid.artifacts.sid_export`)."""
 
 from .export import encode_items, export_contents
 from .losses import info_nce, median_sigma, mmd2, mse
-from .model import LossConfig, MMRQVAE, RQVAE, RQVAEConfig
+from .model import MMRQVAE, RQVAE, LossConfig, RQVAEConfig
 from .rq import ResidualQuantizer, codebook_stats, sinkhorn_assign
-from .train import QuantizeConfig, QuantizeTask, export_run, run_training, train_quantizer
+from .train import (
+    QuantizeConfig,
+    QuantizeTask,
+    export_run,
+    run_training,
+    train_quantizer,
+)
 
 __all__ = [
-    "encode_items", "export_contents",
-    "info_nce", "median_sigma", "mmd2", "mse",
-    "LossConfig", "MMRQVAE", "RQVAE", "RQVAEConfig",
-    "ResidualQuantizer", "codebook_stats", "sinkhorn_assign",
-    "QuantizeConfig", "QuantizeTask", "export_run", "run_training", "train_quantizer",
+    "MMRQVAE",
+    "RQVAE",
+    "LossConfig",
+    "QuantizeConfig",
+    "QuantizeTask",
+    "RQVAEConfig",
+    "ResidualQuantizer",
+    "codebook_stats",
+    "encode_items",
+    "export_contents",
+    "export_run",
+    "info_nce",
+    "median_sigma",
+    "mmd2",
+    "mse",
+    "run_training",
+    "sinkhorn_assign",
+    "train_quantizer",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import bounded
@@ -50,6 +51,12 @@ class LossConfig:
     gamma: float = bounded(1.0, ge=0.0)  # L_RQ-VAE weight
     temperature: float = bounded(0.1, gt=0.0)  # InfoNCE temperature epsilon
     align_symmetric: bool = False
+    # LETTER's tokenizer regularisers (off by default): collaborative = in-batch softmax over the dot
+    # products of the quantised text latent z_hat_t with the items' collaborative embeddings (quantize
+    # `cf_emb`); diversity = each level's chosen code pulled towards another code of its cluster
+    cf_weight: float = bounded(0.0, ge=0.0)  # LETTER alpha
+    diversity_weight: float = bounded(0.0, ge=0.0)  # LETTER beta
+    diversity_clusters: int = bounded(10, ge=1)  # LETTER: 10 clusters per codebook
 
     def validate(self) -> None:
         if not self.mmd_sigmas or any(s <= 0 for s in self.mmd_sigmas):
@@ -101,6 +108,12 @@ class RQVAE(nn.Module):
         return {"z": z, "z_hat": z_hat, "codes": codes, "s_hat": s_hat, "rq_loss": rq_loss}
 
 
+def collaborative_loss(z_hat: torch.Tensor, cf: torch.Tensor) -> torch.Tensor:
+    """LETTER's collaborative regulariser: item i's quantised latent must pick out its own collaborative
+    embedding among the batch's (softmax over raw dot products, as in LETTER's code)."""
+    return F.cross_entropy(z_hat @ cf.T, torch.arange(len(z_hat), device=z_hat.device))
+
+
 class MMRQVAE(nn.Module):
     """One RQ-VAE per modality (keys among 'c', 't', 'v'), trained jointly with eq. 11."""
 
@@ -125,8 +138,10 @@ class MMRQVAE(nn.Module):
         return out
 
     def loss(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], lc: LossConfig,
+             cf: torch.Tensor | None = None, diversity: dict[str, list[torch.Tensor]] | None = None,
              **assign_kw) -> tuple[torch.Tensor, dict[str, float], dict[str, dict]]:
-        """xs[m]: normalised inputs [B, d_m] of one batch of items; masks[m]: bool [B] (real rows).
+        """xs[m]: normalised inputs [B, d_m] of one batch of items; masks[m]: bool [B] (real rows);
+        cf: the batch's collaborative embeddings [B, latent] (LETTER); diversity: code clusters per level.
 
         Returns (total loss, scalar parts for logging, per-modality outputs on the valid rows).
         """
@@ -136,7 +151,8 @@ class MMRQVAE(nn.Module):
         rq_sum = total
         for m in self.modalities:
             x = xs[m][masks[m]]
-            o = self.vaes[m](x, alpha=lc.alpha, **assign_kw)
+            div = (diversity[m], lc.diversity_weight) if diversity and m in diversity else None
+            o = self.vaes[m](x, alpha=lc.alpha, diversity=div, **assign_kw)
             r = self.recon_loss(x, o["s_hat"], lc)
             outs[m] = o
             recon_sum = recon_sum + r["recon"]
@@ -160,6 +176,10 @@ class MMRQVAE(nn.Module):
                 parts[f"align.c-{m}"] = float(l_cm.detach())
                 align = align + l_cm
         total = lc.recon_weight * recon_sum + lc.beta * align + lc.gamma * rq_sum
+        if cf is not None and lc.cf_weight > 0 and "t" in outs and masks["t"].sum() > 1:
+            l_cf = collaborative_loss(outs["t"]["z_hat"], cf[masks["t"]])
+            parts["cf"] = float(l_cf.detach())
+            total = total + lc.cf_weight * l_cf
         parts["recon"] = float(recon_sum.detach())
         parts["align"] = float(align.detach())
         parts["rq"] = float(rq_sum.detach())

@@ -51,6 +51,33 @@ def sinkhorn_assign(dist: torch.Tensor, epsilon: float = 0.05, iters: int = 50) 
     return log_q.argmax(dim=1)
 
 
+def diversity_loss(q: torch.Tensor, idx: torch.Tensor, codebook: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """LETTER's diversity regulariser for one level: the chosen code embedding q [B, d] is pulled towards
+    a random other code of its cluster (`labels`: the cluster of every code, from k-means on the
+    codebook) against all codes but itself, by softmax cross-entropy over q . codebook^T. Codes alone
+    in their cluster contribute nothing."""
+    same = labels[idx].unsqueeze(1) == labels.unsqueeze(0)  # [B, S]
+    same[torch.arange(len(idx)), idx] = False
+    ok = same.any(1)
+    if not ok.any():
+        return q.new_zeros(())
+    pos = torch.multinomial(same[ok].float(), 1).squeeze(1)  # uniform over the other codes of the cluster
+    logits = q[ok] @ codebook.T
+    logits[torch.arange(int(ok.sum())), idx[ok]] = -1e12
+    return torch.nn.functional.cross_entropy(logits, pos)
+
+
+@torch.no_grad()
+def code_clusters(codebook: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """Cluster label of every code of one level (k-means, scikit-learn; LETTER uses a size-constrained
+    k-means, a package we do not depend on)."""
+    from sklearn.cluster import KMeans
+
+    k = max(1, min(k, codebook.shape[0]))
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(codebook.detach().double().cpu().numpy())
+    return torch.as_tensor(km.labels_, dtype=torch.long, device=codebook.device)
+
+
 class ResidualQuantizer(nn.Module):
     """L levels of codebooks (sizes may differ per level) over a `dim`-dimensional latent."""
 
@@ -68,11 +95,13 @@ class ResidualQuantizer(nn.Module):
         return len(self.sizes)
 
     def forward(self, z: torch.Tensor, alpha: float = 1.0, assign: str = "argmin",
-                sk_epsilon: float = 0.05, sk_iters: int = 50, sk_levels: list[int] | None = None):
+                sk_epsilon: float = 0.05, sk_iters: int = 50, sk_levels: list[int] | None = None,
+                diversity: tuple[list[torch.Tensor], float] | None = None):
         """Quantise z [B, d]. Returns (z_hat_st [B, d], codes int64 [B, L], rq_loss scalar).
 
         `assign`: 'argmin' (nearest code) or 'sinkhorn' (balanced, on the levels in `sk_levels`,
-        all levels if None or empty).
+        all levels if None or empty). `diversity` = (cluster label of every code, per level; weight)
+        adds LETTER's diversity regulariser (`diversity_loss`).
         """
         residual = z
         z_hat = torch.zeros_like(z)
@@ -84,6 +113,8 @@ class ResidualQuantizer(nn.Module):
             idx = sinkhorn_assign(dist, sk_epsilon, sk_iters) if use_sk else dist.argmin(dim=1)
             q = cb[idx]
             loss = loss + ((q - residual.detach()) ** 2).mean() + alpha * ((residual - q.detach()) ** 2).mean()
+            if diversity is not None and diversity[1] > 0:
+                loss = loss + diversity[1] * diversity_loss(q, idx, cb, diversity[0][level])
             z_hat = z_hat + q
             residual = residual - q.detach()  # r_l depends on z, so every level's commitment reaches the encoder
             codes.append(idx)
@@ -153,7 +184,7 @@ class ResidualQuantizer(nn.Module):
                 scale = residual.std().clamp_min(1e-8)
                 cb.data[dead] = residual[pick].to(cb.dtype) + noise.to(cb.device) * scale
                 idx = pairwise_sq_dist(residual, cb).argmin(dim=1)
-            counts.append(int(len(dead)))
+            counts.append(len(dead))
             residual = residual - cb[idx]
         return counts
 
@@ -173,7 +204,7 @@ def codebook_stats(codes: np.ndarray, sizes: list[int]) -> dict:
     if n:
         _, inverse, group_sizes = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
         inverse = inverse.reshape(-1)
-        unique = int(len(group_sizes))
+        unique = len(group_sizes)
         in_collision = int(group_sizes[group_sizes > 1].sum())
         largest = int(group_sizes.max())
     else:

@@ -22,8 +22,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..artifacts.embeddings import ItemEmbedding, check_fingerprint, common_fingerprint, read_modalities, \
-    split_file_key
+from ..artifacts.embeddings import (
+    ItemEmbedding,
+    check_fingerprint,
+    common_fingerprint,
+    read_modalities,
+    split_file_key,
+)
 from ..artifacts.outputs import check_output_folder
 from ..artifacts.runs import RunDir
 from ..artifacts.sid_export import KIND as EXPORT_KIND
@@ -32,9 +37,16 @@ from ..config import bounded, load_config
 from ..errors import ConfigError, MmesidError
 from ..io import load_tensors
 from ..training.loop import LoopSettings, LoopState, TrainingLoop
-from ..utils import count_parameters, env_info, peak_rss_mb, resolve_device, seed_everything
+from ..utils import (
+    count_parameters,
+    env_info,
+    peak_rss_mb,
+    resolve_device,
+    seed_everything,
+)
 from .export import export_contents
-from .model import LossConfig, MMRQVAE, RQVAEConfig
+from .model import MMRQVAE, LossConfig, RQVAEConfig
+from .rq import code_clusters
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +78,13 @@ class QuantizeConfig:
     seed: int = bounded(42, ge=0)
     device: str = "auto"
     threads: int = bounded(0, ge=0)  # torch intra-op threads (0 = torch's default)
+    # LETTER's collaborative regulariser (loss.cf_weight > 0): the items' collaborative embeddings, e.g. our
+    # SASRec's E_c; their size must be model.latent_dim
+    cf_emb: str = ""
 
     def validate(self) -> None:
+        if self.loss.cf_weight > 0 and not self.cf_emb:
+            raise ConfigError("loss.cf_weight > 0 (LETTER's collaborative regulariser) needs cf_emb = \"E_c file\"")
         levels = len(self.model.codebook_sizes)
         bad = [lv for lv in self.sk_levels if not 0 <= lv < levels]
         if bad:
@@ -147,9 +164,29 @@ class QuantizeTask:
         self.assign_kw = {"assign": cfg.assign, "sk_epsilon": cfg.sk_epsilon, "sk_iters": cfg.sk_iters,
                           "sk_levels": list(cfg.sk_levels)}
         self.perm: torch.Tensor | None = None
+        self.cf = self._cf_table(len(next(iter(xn.values()))) - 1)
+        self.div: dict[str, list[torch.Tensor]] | None = None  # LETTER: code clusters, refreshed every epoch
         self.init_seconds = init_seconds  # k-means time, kept across resumes for the summary
         self.epoch_seconds = 0.0
         self.reseeded: dict | None = None
+
+    def _cf_table(self, n_items: int) -> torch.Tensor | None:
+        if self.cfg.loss.cf_weight <= 0:
+            return None
+        from ..artifacts.embeddings import read_item_embedding
+
+        e = read_item_embedding(self.cfg.cf_emb, n_items=n_items)
+        if e.dim != self.cfg.model.latent_dim:
+            raise ConfigError(f"cf_emb {self.cfg.cf_emb}: {e.dim}-d, but the latent (model.latent_dim) is "
+                              f"{self.cfg.model.latent_dim}-d; LETTER compares them by dot product")
+        return e.table.to(self.device)
+
+    def _clusters(self, epoch: int) -> dict[str, list[torch.Tensor]] | None:
+        lc = self.cfg.loss
+        if lc.diversity_weight <= 0:
+            return None
+        return {m: [code_clusters(cb, lc.diversity_clusters, self.cfg.seed + 1000 * epoch + level)
+                    for level, cb in enumerate(vae.quantizer.codebooks)] for m, vae in self.model.vaes.items()}
 
     def _batch(self, ids: torch.Tensor) -> tuple[dict, dict]:
         return {m: x[ids] for m, x in self.xn.items()}, {m: mk[ids] for m, mk in self.masks.items()}
@@ -164,10 +201,12 @@ class QuantizeTask:
         if k == 0 or self.perm is None:  # a new epoch: a new order from the run's own generator
             self.perm = self.items[torch.randperm(len(self.items), generator=self.gen)]
             self.epoch_seconds = 0.0
+            self.div = self._clusters(epoch)
         bs = self.cfg.batch_size
         self.model.train()
-        loss, parts, _ = self.model.loss(*self._batch(self.perm[k * bs:(k + 1) * bs]), self.cfg.loss,
-                                         **self.assign_kw)
+        ids = self.perm[k * bs:(k + 1) * bs]
+        loss, parts, _ = self.model.loss(*self._batch(ids), self.cfg.loss, cf=None if self.cf is None else self.cf[ids],
+                                         diversity=self.div, **self.assign_kw)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -186,7 +225,7 @@ class QuantizeTask:
             ids = self.eval_order[lo:lo + self.cfg.batch_size]
             if len(ids) < 2:
                 continue
-            _, parts, _ = self.model.loss(*self._batch(ids), self.cfg.loss)
+            _, parts, _ = self.model.loss(*self._batch(ids), self.cfg.loss, cf=None if self.cf is None else self.cf[ids])
             for key, v in parts.items():
                 agg[key] = agg.get(key, 0.0) + v
             nb += 1
@@ -215,7 +254,7 @@ class QuantizeTask:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "generator": self.gen.get_state(), "perm": self.perm, "init_seconds": self.init_seconds,
-                "epoch_seconds": self.epoch_seconds, "reseeded": self.reseeded}
+                "epoch_seconds": self.epoch_seconds, "reseeded": self.reseeded, "div": self.div}
 
     def load_state_dict(self, st: dict) -> None:
         self.load_best_weights(st["model"])
@@ -226,6 +265,7 @@ class QuantizeTask:
         self.perm = st["perm"]
         self.init_seconds, self.epoch_seconds = st["init_seconds"], st["epoch_seconds"]
         self.reseeded = st["reseeded"]
+        self.div = st.get("div")
 
     def best_weights(self) -> dict:
         return self.model.state_dict()
