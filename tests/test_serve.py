@@ -211,3 +211,27 @@ def test_http_concurrent_requests_share_forward_passes(server, sasrec):
     assert got == [r.items for r in sasrec.recommend(hs, k=3)]
     assert batcher.batches - before < len(hs)  # fewer forwards than requests
     np.testing.assert_equal(batcher.items >= len(hs), True)
+
+
+def test_evaluate_ranks_out_and_the_paired_test(stack, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mmesid.eval.ranking import metrics_from_ranks
+
+    files = {}
+    for which in ("sasrec", "ft"):
+        files[which] = tmp_path / f"{which}.npy"
+        out = tmp_path / f"{which}.json"
+        assert run_cli("evaluate", "--data", stack["dir"], "--run", stack[which], "--device", "cpu", "--quiet",
+                       "--out", out, "--ranks-out", files[which]) == 0
+        r = np.load(files[which], allow_pickle=False)
+        assert r.shape == (stack["data"].n_users, 2) and list(r[:, 0]) == list(range(stack["data"].n_users))
+        m = json.loads(out.read_text())
+        assert metrics_from_ranks(r[:, 1])["nDCG@10"] == m["nDCG@10"] and "ranks" not in m
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_test.py"
+    res = subprocess.run([sys.executable, script, files["ft"], files["sasrec"]], capture_output=True, text=True,
+                         check=True)
+    got = json.loads(res.stdout)
+    assert got["users"] == stack["data"].n_users and 0 <= got["nDCG@10"]["t_test_p"] <= 1

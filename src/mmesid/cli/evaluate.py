@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, metavar="FILE.json",
                    help="where to write the results (default with --run: RUN/eval_<split>.json; "
                         "with --popularity: printed only)")
+    p.add_argument("--ranks-out", type=Path, metavar="FILE.npy",
+                   help="also save every user's 0-based target rank (int64, in the dataset's user order), "
+                        "for paired significance tests between runs (benchmarks/paired_test.py)")
     add_runtime_args(p, device=True, threads=True, batch_size=1024)
     p.set_defaults(func=cmd_evaluate)
 
@@ -95,6 +98,8 @@ def _only_targets(examples, data, path: Path):
 
 
 def cmd_evaluate(args) -> int:
+    import numpy as np
+
     from ..data.dataset import SequenceData
     from ..data.split import eval_examples
     from ..eval.ranking import evaluate
@@ -112,8 +117,16 @@ def cmd_evaluate(args) -> int:
     examples = eval_examples(data.sequences, args.split)
     if args.target_items is not None:
         examples = _only_targets(examples, data, args.target_items)
+    if args.ranks_out is not None:
+        from ..artifacts.outputs import check_output_file
+
+        check_output_file(args.ranks_out, inputs=[args.data, args.run], suffixes=(".npy",))
     m = evaluate(scorer, examples, batch_size=args.batch_size, max_len=max_len, device=device,
-                 progress=not args.quiet)
+                 progress=not args.quiet, return_ranks=args.ranks_out is not None)
+    if args.ranks_out is not None:
+        from ..io import save_npy
+
+        save_npy(args.ranks_out, np.stack([examples.users, m.pop("ranks")], 1).astype(np.int64))
     result = {**m, "model": name, "split": args.split, "data": str(args.data),
               "target_items": str(args.target_items) if args.target_items else None,
               "data_fingerprint": data.fingerprint, "run": str(args.run) if args.run else None}
