@@ -60,3 +60,11 @@ def pad_left(histories: list[np.ndarray], max_len: int = MAX_HISTORY) -> torch.T
         if len(h):
             out[i, T - len(h):] = torch.as_tensor(np.asarray(h), dtype=torch.long)
     return out
+
+
+def sample_examples(ex: EvalExamples, n: int, seed: int) -> EvalExamples:
+    """A fixed random sample of `n` users (all when n is 0 or too large), in their original order."""
+    if n <= 0 or n >= len(ex):
+        return ex
+    idx = np.sort(np.random.default_rng(seed).choice(len(ex), n, replace=False))
+    return EvalExamples([ex.histories[i] for i in idx], ex.targets[idx], ex.users[idx])

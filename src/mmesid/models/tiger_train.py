@@ -11,14 +11,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..artifacts.runs import RunDir, open_run
 from ..artifacts.sid_export import load_sid_export
 from ..config import bounded, load_config
 from ..data.dataset import SequenceData
-from ..data.split import EvalExamples, eval_examples, pad_left, train_examples
+from ..data.split import eval_examples, pad_left, sample_examples, train_examples
 from ..errors import ConfigError, MmesidError
 from ..eval.ranking import DEFAULT_KS, evaluate
 from ..io import load_tensors
@@ -71,13 +70,6 @@ def build(data: SequenceData, sids_dir: str | Path, cfg: TigerTrainConfig) -> Ti
     return TigerMM(tuples, cfg.model, data.n_items, cfg.beams)
 
 
-def sample(ex: EvalExamples, n: int, seed: int) -> EvalExamples:
-    if n <= 0 or n >= len(ex):
-        return ex
-    idx = np.sort(np.random.default_rng(seed).choice(len(ex), n, replace=False))
-    return EvalExamples([ex.histories[i] for i in idx], ex.targets[idx], ex.users[idx])
-
-
 class TigerTask:
     def __init__(self, model: TigerMM, data: SequenceData, cfg: TigerTrainConfig, device: torch.device):
         self.model, self.cfg, self.device = model, cfg, device
@@ -87,7 +79,7 @@ class TigerTask:
             raise MmesidError("no training examples: every user's training part has fewer than 2 items")
         self.hist = pad_left([h for h, _ in ex], cfg.model.max_len)
         self.targets = torch.tensor([t for _, t in ex])
-        self.valid = sample(eval_examples(data.sequences, "valid"), cfg.valid_users, cfg.seed)
+        self.valid = sample_examples(eval_examples(data.sequences, "valid"), cfg.valid_users, cfg.seed)
         self.steps_per_epoch = math.ceil(len(ex) / cfg.batch_size)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.perm: torch.Tensor | None = None

@@ -25,7 +25,7 @@ import torch
 from ..artifacts.embeddings import split_file_key
 from ..artifacts.runs import RunDir
 from ..data.dataset import SequenceData
-from ..data.split import EvalExamples, eval_examples
+from ..data.split import EvalExamples, eval_examples, sample_examples
 from ..errors import MmesidError
 from ..training.loop import LoopSettings, TrainingLoop
 from ..utils import env_info, peak_rss_mb, seed_everything
@@ -42,10 +42,7 @@ log = logging.getLogger(__name__)
 
 def valid_subset(ex: EvalExamples, n: int, seed: int) -> EvalExamples:
     """A fixed random sample of `n` validation users (all when n is 0 or too large)."""
-    if n <= 0 or n >= len(ex):
-        return ex
-    idx = np.sort(np.random.default_rng(seed).choice(len(ex), n, replace=False))
-    return EvalExamples([ex.histories[i] for i in idx], ex.targets[idx], ex.users[idx])
+    return sample_examples(ex, n, seed)
 
 
 def training_examples(data: SequenceData, cfg: FinetuneConfig) -> TrainExamples:
