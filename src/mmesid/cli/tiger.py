@@ -36,6 +36,9 @@ def cmd_train(args) -> int:
     cfg = run.resolve_config(TigerTrainConfig, args.config, runtime_overrides(args), args.allow_config_change,
                              fresh=args.overwrite)
     data = SequenceData.load(args.data)
+    from ..artifacts.sid_export import load_sid_export
+
+    load_sid_export(args.sids)  # a missing or damaged export is refused before the run folder exists
     with run.claim(inputs=[args.data, args.sids], overwrite=args.overwrite):
         run.add_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
         m = train_tiger(data, args.sids, cfg, run, progress=not args.quiet)
