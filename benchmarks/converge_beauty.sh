@@ -5,7 +5,9 @@
 # e.g.  bash benchmarks/converge_beauty.sh mme-sid:42 e4srec:42 mme-sid:43
 # Runs one at a time (each uses both cores); a finished run (metrics.json present) is skipped, an
 # interrupted one resumes from its checkpoint. Environment: BEAUTY, DATA, SASREC (a finished
-# `mmesid sasrec train` run on DATA; trained here if missing), OUT (runs root), CONFIG.
+# `mmesid sasrec train` run on DATA; trained here if missing), OUT (runs root), CONFIG, THREADS
+# (overrides the config's threads: two 1-thread runs side by side train ~1.3x more steps per hour on
+# 2 cores than one 2-thread run after another; BENCHMARKS.md section 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -14,6 +16,7 @@ DATA=${DATA:-data/beauty}
 OUT=${OUT:-benchmarks/out/converge-beauty}
 SASREC=${SASREC:-$OUT/sasrec}
 CONFIG=${CONFIG:-configs/finetune_beauty_converge.toml}
+THREADS=${THREADS:-}
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
 mkdir -p "$OUT"
 [ -d "$DATA" ] || mmesid data prepare "$BEAUTY" --format authors --out "$DATA"
@@ -32,6 +35,7 @@ for spec in "$@"; do
     wo-fusion) sets=(--set variant='"mme-sid"' --set fusion=false) ;;
     *) sets=(--set variant="\"$name\"") ;;
   esac
+  [ -z "$THREADS" ] || sets+=(--set threads="$THREADS")
   log "start $name seed $seed"
   /usr/bin/time -v mmesid finetune --data "$DATA" --emb c="$EC" --emb t="$ET" --sids "$Q/export" --out "$dir" \
       --config "$CONFIG" --quiet "${sets[@]}" --set seed="$seed" > "$dir.log" 2>&1 || { log "FAILED $name"; continue; }

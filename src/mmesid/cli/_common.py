@@ -66,9 +66,32 @@ def default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def add_run_args(p: argparse.ArgumentParser, name: str, what: str) -> None:
+    """--out / --overwrite of a training command whose run folder resumes."""
+    p.add_argument("--out", type=Path, help=f"run folder (default: runs/{name}-<time>); an existing one resumes")
+    p.add_argument("--overwrite", action="store_true", help=f"start the {what} run in --out again from scratch")
+
+
+def resolve_run(args, kind: str, config_cls, name: str, dist=None):
+    """(out folder, RunDir, config) of a training command: the defaults, --config, --set, --device,
+    --threads, checked against the config of a run being resumed (--allow-config-change, --overwrite)."""
+    from ..artifacts.runs import RunDir
+
+    out = args.out or default_out(name)
+    run = RunDir(out, kind, dist) if dist is not None else RunDir(out, kind)
+    cfg = run.resolve_config(config_cls, args.config, runtime_overrides(args), args.allow_config_change,
+                             fresh=args.overwrite)
+    return out, run, cfg
+
+
 def print_metrics(title: str, metrics: dict) -> None:
     keys = [k for k in metrics if "@" in k]
     print(f"{title}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
+
+
+def print_valid_test(metrics: dict) -> None:
+    print_metrics("valid", metrics["valid"])
+    print_metrics("test ", metrics["test"])
 
 
 def print_json(obj) -> None:

@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 
 from ..errors import MmesidError
-from ._common import add_config_args, add_runtime_args, default_out, print_metrics, runtime_overrides
+from ._common import (
+    add_config_args,
+    add_run_args,
+    add_runtime_args,
+    print_valid_test,
+    resolve_run,
+)
 
 
 def register(sub) -> None:
@@ -16,8 +22,7 @@ def register(sub) -> None:
                    help="item embeddings E_c / E_t / E_v (FILE[:KEY], .safetensors or .npy); repeatable. "
                         "Resuming without --emb uses the run's own")
     p.add_argument("--sids", type=Path, help="quantiser export folder (semantic_ids/codebooks.safetensors)")
-    p.add_argument("--out", type=Path, help="run folder (default: runs/finetune-<time>); an existing one resumes")
-    p.add_argument("--overwrite", action="store_true", help="start the fine-tuning run in --out again from scratch")
+    add_run_args(p, "finetune", "fine-tuning")
     add_config_args(p)
     add_runtime_args(p)
     p.set_defaults(func=cmd_finetune)
@@ -57,10 +62,7 @@ def cmd_finetune(args) -> int:
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.out is None and several:
         raise MmesidError("--out is required when several processes run (they must share one run folder)")
-    out = args.out or default_out("finetune")
-    probe = RunDir(out, KIND)
-    cfg = probe.resolve_config(FinetuneConfig, args.config, runtime_overrides(args), args.allow_config_change,
-                               fresh=args.overwrite)
+    out, probe, cfg = resolve_run(args, KIND, FinetuneConfig, "finetune")
     resuming = not args.overwrite and probe.has_checkpoint() and probe.info().get("kind") == KIND
     embs, sids = _inputs(args, probe, resuming)
     data = SequenceData.load(args.data)
@@ -72,8 +74,7 @@ def cmd_finetune(args) -> int:
         m = train_finetune(data, cfg, run, embs, sids, progress=not args.quiet, runtime=rt)
     if not rt.is_main:  # data-parallel: one report is enough
         return 0
-    print_metrics("valid", m["valid"])
-    print_metrics("test ", m["test"])
+    print_valid_test(m)
     print(f"metrics in {out / 'metrics.json'}; embeddings in {out}/item_input_embeddings.safetensors, "
           "target_embeddings.safetensors")
     return 0

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import add_config_args, add_output_args, add_runtime_args, default_out, runtime_overrides
+from ._common import (
+    add_config_args,
+    add_output_args,
+    add_run_args,
+    add_runtime_args,
+    resolve_run,
+)
 
 EMB_HELP = ("embedding table of modality M in {c, t, v} (.safetensors key 'embedding', FILE:KEY for another "
             "key, or .npy); repeatable")
@@ -16,8 +22,7 @@ def register(sub) -> None:
 
     t = s.add_parser("train", help="train (resumable), keep the best weights by eval loss, export")
     t.add_argument("--emb", action="append", default=[], required=True, metavar="M=FILE", help=EMB_HELP)
-    t.add_argument("--out", type=Path, help="run folder (default: runs/quantize-<time>); an existing one resumes")
-    t.add_argument("--overwrite", action="store_true", help="start the quantiser run in --out again from scratch")
+    add_run_args(t, "quantize", "quantiser")
     t.add_argument("--export", type=Path,
                    help="export folder (default: RUN/export); an earlier export there is replaced")
     t.add_argument("--data", type=Path,
@@ -38,15 +43,11 @@ def register(sub) -> None:
 def cmd_train(args) -> int:
     from ..artifacts.embeddings import parse_emb_args, read_modalities
     from ..artifacts.outputs import check_output_folder
-    from ..artifacts.runs import RunDir
     from ..artifacts.sid_export import KIND as EXPORT_KIND
     from ..quantize.train import KIND, QuantizeConfig, export_inputs, run_training
 
     files = parse_emb_args(args.emb)
-    out = args.out or default_out("quantize")
-    run = RunDir(out, KIND)
-    cfg = run.resolve_config(QuantizeConfig, args.config, runtime_overrides(args), args.allow_config_change,
-                             fresh=args.overwrite)
+    out, run, cfg = resolve_run(args, KIND, QuantizeConfig, "quantize")
     data = None
     if args.data is not None:
         from ..data.dataset import SequenceData

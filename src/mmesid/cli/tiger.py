@@ -6,10 +6,10 @@ from pathlib import Path
 
 from ._common import (
     add_config_args,
+    add_run_args,
     add_runtime_args,
-    default_out,
-    print_metrics,
-    runtime_overrides,
+    print_valid_test,
+    resolve_run,
 )
 
 
@@ -19,22 +19,17 @@ def register(sub) -> None:
     t = s.add_parser("train", help="train on the training split with constrained beam-search validation, test")
     t.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     t.add_argument("--sids", type=Path, required=True, help="semantic-ID export (mmesid quantize train)")
-    t.add_argument("--out", type=Path, help="run folder (default: runs/tiger-<time>); an existing one resumes")
-    t.add_argument("--overwrite", action="store_true", help="start the run in --out again from scratch")
+    add_run_args(t, "tiger", "TIGER-MM")
     add_config_args(t)
     add_runtime_args(t)
     t.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
-    from ..artifacts.runs import RunDir
     from ..data.dataset import SequenceData
     from ..models.tiger_train import KIND, TigerTrainConfig, train_tiger
 
-    out = args.out or default_out("tiger")
-    run = RunDir(out, KIND)
-    cfg = run.resolve_config(TigerTrainConfig, args.config, runtime_overrides(args), args.allow_config_change,
-                             fresh=args.overwrite)
+    out, run, cfg = resolve_run(args, KIND, TigerTrainConfig, "tiger")
     data = SequenceData.load(args.data)
     from ..artifacts.sid_export import load_sid_export
 
@@ -42,7 +37,6 @@ def cmd_train(args) -> int:
     with run.claim(inputs=[args.data, args.sids], overwrite=args.overwrite):
         run.add_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
         m = train_tiger(data, args.sids, cfg, run, progress=not args.quiet)
-    print_metrics("valid", m["valid"])
-    print_metrics("test ", m["test"])
+    print_valid_test(m)
     print(f"metrics in {out / 'metrics.json'}")
     return 0

@@ -78,7 +78,7 @@ class SASRec(nn.Module):
 
     def hidden_states(self, seq: torch.Tensor) -> torch.Tensor:
         """[B, T] left-padded item ids -> [B, T, D]; position t sees items 0..t only."""
-        B, T = seq.shape
+        T = seq.shape[1]
         if T > self.cfg.max_len:
             seq, T = seq[:, -self.cfg.max_len:], self.cfg.max_len
         # positions count from the right so the last item always gets the same position embedding

@@ -1,0 +1,148 @@
+"""Epoch training over a fixed set of examples: the part SASRec (and MOTOR) and TIGER-MM share.
+
+Both train a model that has a `loss(*batch)` on fixed training rows, shuffled anew each epoch by the
+run's own generator, validate once per epoch through the shared evaluator, keep the best epoch's
+weights and test them. Only how the rows are built and what the model is differ, so those stay in
+`models/sasrec_train.py` and `models/tiger_train.py`; this module holds the rest once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from ..artifacts.runs import RunDir, open_run
+from ..config import load_config
+from ..data.dataset import SequenceData
+from ..errors import MmesidError
+from ..eval.ranking import evaluate
+from ..io import load_tensors
+from ..training.loop import LoopSettings, LoopState, TrainingLoop
+from ..utils import (
+    count_parameters,
+    env_info,
+    peak_rss_mb,
+    resolve_device,
+    seed_everything,
+)
+
+BEST = "best.safetensors"
+
+
+class EpochTask:
+    """A `TrainingTask`: one optimiser step per batch of `rows` (arrays or tensors with the same first
+    dimension, passed to `model.loss` in order), validation on fixed examples.
+
+    The configuration must have lr, weight_decay, batch_size, eval_batch_size, seed and model.max_len.
+    """
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, rows: Sequence, valid: list,
+                 cfg, device: torch.device):
+        self.model, self.opt, self.rows, self.valid, self.cfg, self.device = model, opt, tuple(rows), valid, cfg, device
+        self.n = len(self.rows[0])
+        self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.perm: torch.Tensor | None = None
+
+    def train_step(self, step: int) -> float:
+        k = step % self.steps_per_epoch
+        if k == 0 or self.perm is None:  # a new epoch: a new order from the run's own generator
+            self.perm = torch.randperm(self.n, generator=self.gen)
+        idx = self.perm[k * self.cfg.batch_size:(k + 1) * self.cfg.batch_size].numpy()
+        self.model.train()
+        loss = self.model.loss(*(torch.as_tensor(r[idx], device=self.device) for r in self.rows))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def validate(self, step: int) -> dict:
+        return self.evaluate(self.valid)
+
+    def evaluate(self, examples, progress: bool = False) -> dict:
+        self.model.eval()
+        return evaluate(self.model, examples, batch_size=self.cfg.eval_batch_size, max_len=self.cfg.model.max_len,
+                        device=self.device, progress=progress)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(), "perm": self.perm}
+
+    def load_state_dict(self, st: dict) -> None:
+        try:
+            self.model.load_state_dict(st["model"])
+        except RuntimeError as e:  # e.g. the model's size changed with --allow-config-change
+            detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+            raise MmesidError(f"the checkpoint's weights do not fit this config ({detail[:300]}); resume with "
+                              "the run's own config or start again with --overwrite") from None
+        self.opt.load_state_dict(st["optimizer"])
+        for g in self.opt.param_groups:  # a resume with --allow-config-change runs with the new values
+            g["lr"], g["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
+        self.gen.set_state(st["generator"])
+        self.perm = st["perm"]
+
+    def best_weights(self) -> dict:
+        # copies: tied weights (T5's embeddings) share memory, which safetensors refuses
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load_best_weights(self, w: dict) -> None:
+        self.model.load_state_dict(w)
+
+
+def setup_runtime(cfg) -> torch.device:
+    """Threads, seeds and device from the configuration's `threads`, `seed` and `device`."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    return resolve_device(cfg.device)
+
+
+def fit_epochs(task: EpochTask, cfg, run: RunDir, data: SequenceData, name: str, info: dict | None = None,
+               progress: bool = True, stop_after_steps: int | None = None) -> tuple[LoopState, bool]:
+    """Train `cfg.epochs` epochs (resuming from the run's checkpoint), validating each epoch with early
+    stopping on `cfg.metric` / `cfg.patience`. Returns (loop state, finished); when finished, the best
+    weights are in the model; not finished means `stop_after_steps` interrupted the run."""
+    spe = task.steps_per_epoch
+    loop = TrainingLoop(task, LoopSettings(total_steps=cfg.epochs * spe, eval_every=spe, metric=cfg.metric,
+                                           patience=cfg.patience, steps_per_epoch=spe, name=name),
+                        run.checkpoints, run.path / BEST, progress=progress)
+    run.check_resume_data(data.fingerprint)
+    loop.resume()  # before config.toml is written: a checkpoint that does not fit leaves the run as it was
+    run.write_config(cfg)
+    run.write_info({"data_fingerprint": data.fingerprint, "n_items": data.n_items, **(info or {})})
+    st = loop.run(stop_after_steps)
+    if stop_after_steps is not None and st.step < loop.s.total_steps and not st.stopped_early:
+        return st, False
+    loop.load_best()
+    return st, True
+
+
+def epoch_summary(st: LoopState, steps_per_epoch: int, model: torch.nn.Module) -> dict:
+    """The metrics.json fields every epoch-trained model reports."""
+    return {"best_epoch": st.best_step // steps_per_epoch - 1 if st.best_step > 0 else -1,
+            "epochs_run": len(st.history), "stopped_early": st.stopped_early,
+            "seconds_per_epoch": round(st.train_seconds / max(1.0, st.step / steps_per_epoch), 2),
+            "train_seconds": round(st.train_seconds, 1), "parameters": count_parameters(model),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "env": env_info(), "history": st.history}
+
+
+def load_best_model(run_dir: str | Path, kind: str, data: SequenceData, config_cls,
+                    make: Callable[[RunDir, object], torch.nn.Module]):
+    """(model with the run's best weights, config) of a finished or validated run of `kind` on `data`."""
+    run = open_run(run_dir, kind, data_fingerprint=data.fingerprint)
+    cfg = load_config(config_cls, run.path / "config.toml")
+    if not (run.path / BEST).exists():
+        raise MmesidError(f"{run.path}: no {BEST} (the run has not validated an epoch yet)")
+    model = make(run, cfg)
+    state, _ = load_tensors(run.path / BEST)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise MmesidError(f"{run.path / BEST}: does not fit this dataset/config ({str(e).splitlines()[0]})") from None
+    return model, cfg
+
+
+__all__ = ["BEST", "EpochTask", "epoch_summary", "fit_epochs", "load_best_model", "setup_runtime"]
