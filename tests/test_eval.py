@@ -2,7 +2,7 @@
 
 import json
 import math
-from collections import Counter
+from collections import Counter, defaultdict, deque
 
 import numpy as np
 import pytest
@@ -17,16 +17,18 @@ from mmesid.io import write_json
 
 
 class TableScorer:
-    """Scores from a fixed [n_users, n_items + 1] table, served batch by batch in user order."""
+    """Scores from a fixed [n_users, n_items + 1] table, row u for user u, found by the user's history
+    (the evaluator may batch users in any order; users with the same history are served in user order,
+    which the evaluator's stable length ordering keeps)."""
 
-    def __init__(self, table):
+    def __init__(self, table, histories):
         self.table = torch.as_tensor(table)
-        self.pos = 0
+        self.rows = defaultdict(deque)
+        for u, h in enumerate(histories):
+            self.rows[tuple(int(i) for i in h)].append(u)
 
     def scores(self, histories):
-        out = self.table[self.pos:self.pos + len(histories)]
-        self.pos += len(histories)
-        return out
+        return self.table[[self.rows[tuple(int(i) for i in h if i > 0)].popleft() for h in histories]]
 
 
 def independent_metrics(table, histories, targets, ks):
@@ -59,19 +61,25 @@ def _random_case(n_users=64, n_items=40, seed=0):
 def test_matches_independent_computation():
     histories, targets, table = _random_case()
     ex = EvalExamples(histories, np.array(targets), np.arange(len(targets)))
-    got = evaluate(TableScorer(table), ex, batch_size=7, progress=False)
+    got = evaluate(TableScorer(table, histories), ex, batch_size=7, progress=False)
     want = independent_metrics(table, histories, targets, (5, 10, 20))
     assert want["HR@5"] < want["HR@10"] < want["HR@20"]  # the random case is not degenerate
     for k, v in want.items():
         assert got[k] == pytest.approx(v, abs=1e-12), k
     assert got["users"] == len(targets)
+    # users are batched by history length, yet the ranks come back in the examples' own order
+    ranks = evaluate(TableScorer(table, histories), ex, batch_size=7, progress=False, return_ranks=True)["ranks"]
+    for u in range(len(targets)):
+        want_rank = sum(1 for i in range(1, table.shape[1]) if i != targets[u] and i not in set(histories[u].tolist())
+                        and table[u][i] >= table[u][targets[u]])
+        assert ranks[u] == want_rank
 
 
 def test_minus_inf_is_exclusion_not_an_error():
     histories, targets, table = _random_case(seed=1)
     table[:, 5:15] = -np.inf  # a model may rule items out; the target can be among them
     ex = EvalExamples(histories, np.array(targets), np.arange(len(targets)))
-    got = evaluate(TableScorer(table), ex, batch_size=9, progress=False)
+    got = evaluate(TableScorer(table, histories), ex, batch_size=9, progress=False)
     want = independent_metrics(table, histories, targets, (5, 10, 20))
     for k, v in want.items():
         assert got[k] == pytest.approx(v, abs=1e-12), k
@@ -84,12 +92,12 @@ def test_nan_or_inf_scores_are_refused(bad):
         table[u, targets[u]] = bad  # would give rank -1 (NaN) or rank 0 (inf)
     ex = EvalExamples(histories, np.array(targets), np.arange(len(targets)))
     with pytest.raises(MmesidError, match=r"scores contain NaN/inf for 2 users .*the model diverged"):
-        evaluate(TableScorer(table), ex, batch_size=10, progress=False)
+        evaluate(TableScorer(table, histories), ex, batch_size=10, progress=False)
     # also when the bad score sits on an excluded history item
     _, _, table = _random_case(n_users=10, seed=2)
     table[0, histories[0][0]] = bad
     with pytest.raises(MmesidError, match="for 1 users"):
-        evaluate(TableScorer(table), ex, batch_size=10, progress=False)
+        evaluate(TableScorer(table, histories), ex, batch_size=10, progress=False)
 
 
 def test_history_excluded_and_ties_pessimistic():
@@ -157,7 +165,7 @@ def test_cli_run_scorer_by_kind_and_default_output(tmp_path, prepared, monkeypat
 
     def loader(run_dir, d, device):
         seen["args"] = (run_dir, d.fingerprint, str(device))
-        return TableScorer(table), 50
+        return TableScorer(table, histories), 50
 
     monkeypatch.setitem(ev.SCORERS, "sasrec", loader)
     run = _fake_run(tmp_path / "run", "sasrec", data.fingerprint)

@@ -90,24 +90,31 @@ def evaluate(
     progress: bool = True,
     return_ranks: bool = False,
 ) -> dict:
-    """HR@k and nDCG@k averaged over all examples (one per user), plus wall time."""
+    """HR@k and nDCG@k averaged over all examples (one per user), plus wall time.
+
+    Users are scored in batches of similar history length (each batch is padded to its longest
+    history only): the ranks do not depend on the batching, and a model whose cost grows with the
+    history length (an LLM) does several times less work than with batches in user order. Ranks are
+    returned in the examples' own order."""
     fn = scorer.scores if hasattr(scorer, "scores") else scorer
     if batch_size < 1:
         raise MmesidError(f"batch size must be at least 1, got {batch_size}")
     start = time.perf_counter()
-    ranks = []
     n = len(examples)
+    lengths = np.fromiter((min(len(h), max_len) for h in examples.histories), dtype=np.int64, count=n)
+    order = np.argsort(lengths, kind="stable")
+    ranks = np.zeros(n, dtype=np.int64)
     for lo in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress, leave=False):
-        hi = min(n, lo + batch_size)
-        hist = examples.histories[lo:hi]
+        idx = order[lo:lo + batch_size]
+        hist = [examples.histories[i] for i in idx]
+        targets = examples.targets[idx]
         batch = pad_left(hist, max_len).to(device)
         s = fn(batch)
-        if s.ndim != 2 or s.shape[0] != hi - lo or s.shape[1] <= int(np.max(examples.targets[lo:hi])):
-            raise MmesidError(f"the model returned scores of shape {tuple(s.shape)} for {hi - lo} users; "
+        if s.ndim != 2 or s.shape[0] != len(idx) or s.shape[1] <= int(np.max(targets)):
+            raise MmesidError(f"the model returned scores of shape {tuple(s.shape)} for {len(idx)} users; "
                               "expected [users, n_items + 1]")
-        tgt = torch.as_tensor(examples.targets[lo:hi], device=s.device)
-        ranks.append(target_ranks(s, tgt, hist).cpu().numpy())
-    ranks = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+        tgt = torch.as_tensor(targets, device=s.device)
+        ranks[idx] = target_ranks(s, tgt, hist).cpu().numpy()
     out = metrics_from_ranks(ranks, ks)
     out["users"] = int(n)
     out["eval_seconds"] = round(time.perf_counter() - start, 3)
