@@ -12,6 +12,7 @@ script writes random E_c (64-d) and E_t (384-d) tables and a random 4 x 256 x 64
 
     python benchmarks/finetune_speed.py --data data/beauty --threads 1 --out speed.json
     python benchmarks/finetune_speed.py --data data/beauty --threads 1 --set mixed_precision='"bf16"'
+    python benchmarks/finetune_speed.py --data data/beauty --device cuda --set mixed_precision='"bf16"'
 """
 
 from __future__ import annotations
@@ -27,22 +28,33 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def matmul_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: torch.dtype, seconds: float = 2.0, device: str = "cpu") -> float:
     """FLOP/s of back-to-back square matmuls (the machine's practical peak for this dtype); the size
-    grows from 256 until one product takes about 50 ms (at most 2048), so a slow dtype stays quick."""
-    n = 256
+    grows from 256 until one product takes about 50 ms (at most 2048 on a CPU, 8192 on a GPU), so a
+    slow dtype stays quick."""
+    n, top = 256, 8192 if device.startswith("cuda") else 2048
     while True:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
         torch.mm(a, b)
+        sync(device)
         t0 = time.perf_counter()
         torch.mm(a, b)
-        if time.perf_counter() - t0 > 0.05 or n >= 2048:
+        sync(device)
+        if time.perf_counter() - t0 > 0.05 or n >= top:
             break
         n *= 2
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         torch.mm(a, b)
         reps += 1
+        if reps % 16 == 0:
+            sync(device)
+    sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
@@ -71,9 +83,12 @@ def time_training(task, first: int, steps: int) -> dict:
     timed = range(first + 2, first + 2 + steps)
     targets = sum(int(task.examples.batch(idx)["pos_targets"].gt(0).sum()) + len(idx)
                   for s in timed for idx in task.micro_batches(s))
+    dev = str(task.rt.device)
+    sync(dev)
     t0 = time.perf_counter()
     for s in timed:
         task.train_step(s)
+    sync(dev)
     dt = (time.perf_counter() - t0) / steps
     with FlopCounterMode(display=False) as fc:
         for s in timed:
@@ -90,8 +105,10 @@ def time_evaluation(task, users: int) -> dict:
 
     ex = task.valid if users <= 0 else _sample(task, users)
     distributed_evaluate(task.rt, task.model, _head(ex, 64), task.cfg)  # warm-up
+    sync(str(task.rt.device))
     t0 = time.perf_counter()
     m = distributed_evaluate(task.rt, task.model, ex, task.cfg)
+    sync(str(task.rt.device))
     dt = time.perf_counter() - t0
     with FlopCounterMode(display=False) as fc:
         distributed_evaluate(task.rt, task.model, ex, task.cfg)
@@ -120,6 +137,7 @@ def main() -> None:
     p.add_argument("--emb", action="append", default=[], metavar="M=FILE", help="E_c / E_t files (default: random)")
     p.add_argument("--sids", type=Path, help="SID export (default: random)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--steps", type=int, default=30, help="timed training steps")
     p.add_argument("--eval-users", type=int, default=2048, help="test users in the timed evaluation")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="finetune config key=value")
@@ -134,17 +152,22 @@ def main() -> None:
     from mmesid.rec.train import make_task
 
     torch.set_num_threads(args.threads)
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peak = {"fp32": matmul_peak(torch.float32, device=args.device),
+            "bf16": matmul_peak(torch.bfloat16, device=args.device)}
     data = SequenceData.load(args.data)
-    cfg = load_config(FinetuneConfig, None, ["device=\"cpu\"", f"threads={args.threads}", *args.overrides])
+    cfg = load_config(FinetuneConfig, None, [f'device="{args.device}"', f"threads={args.threads}", *args.overrides])
     with tempfile.TemporaryDirectory() as tmp:
         emb, sids = (parse_emb_args(args.emb), str(args.sids)) if args.emb else random_inputs(Path(tmp), data)
         task = make_task(data, cfg, emb, sids, setup_runtime(cfg))
         task.data_sequences = data.sequences
         train = time_training(task, 0, args.steps)
         ev = time_evaluation(task, args.eval_users)
-    dtype = "bf16" if str(task.rt.acc.mixed_precision) == "bf16" else "fp32"
-    res = {"variant": cfg.variant, "backbone": task.core.backbone_name, "threads": args.threads,
+    bf16 = str(task.rt.acc.mixed_precision) == "bf16" or cfg.backbone.load_in_4bit or cfg.backbone.dtype == "bfloat16"
+    dtype = "bf16" if bf16 else "fp32"
+    res = {"variant": cfg.variant, "backbone": task.core.backbone_name, "threads": args.threads, "device": args.device,
+           "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+           "backbone_settings": {"dtype": cfg.backbone.dtype, "load_in_4bit": cfg.backbone.load_in_4bit},
+           "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None,
            "mixed_precision": str(task.rt.acc.mixed_precision), "batch_size": cfg.batch_size, "peak_flops": peak,
            "train": {**train, "share_of_peak": train["flops_per_s"] / peak[dtype]},
            "eval": {**ev, "share_of_peak": ev["flops_per_s"] / peak[dtype],

@@ -88,10 +88,9 @@ def micro_batch(chunk: list[int], rank: int, world: int) -> list[int]:
 
 
 def shard(examples: EvalExamples, rank: int, world: int) -> tuple[EvalExamples, np.ndarray]:
-    """This process's users sorted by history length (less padding), and their positions in `examples`."""
+    """This process's users (every world-th; the evaluator batches them by history length) and their
+    positions in `examples`."""
     idx = np.arange(rank, len(examples), world)
-    lens = np.array([len(examples.histories[i]) for i in idx], dtype=np.int64)
-    idx = idx[np.argsort(lens, kind="stable")]
     part = EvalExamples([examples.histories[i] for i in idx], examples.targets[idx], examples.users[idx])
     return part, idx
 

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Issue 8, part 3: the GPU path of fine-tuning, as one script bounded by a time limit (the lent device
+# machine, or your own GPU). Run from the repository root:
+#     LIMIT=540 bash benchmarks/gpu_finetune.sh
+# Inputs (CARRY, default .devcarry/, git-ignored; `bash benchmarks/gpu_prepare_carry.sh` fills it here):
+#   beauty/                 the prepared Beauty folder (mmesid data prepare)
+#   E_c.safetensors         our SASRec's E_c;   E_t.safetensors: MiniLM's E_t
+#   smollm2/                a Llama-family HF folder (mmesid backbone import-gguf), or
+#   ../.devcarry-gguf/smollm2.gguf.part-*  the GGUF file in pieces (GGUF_PARTS; joined and imported here), or
+#   smollm2-shape/          config + tokenizer only: a SmolLM2-shaped random Llama (speed only, no quality)
+#   wheels/                 wheels installed (no network) for packages the machine lacks
+# Steps, each bounded by the time left:
+#   1. the environment: GPU, package versions;
+#   2. speed of `mmesid finetune` (benchmarks/finetune_speed.py) with the SmolLM2 backbone in fp32, bf16,
+#      and 4-bit NF4 (bitsandbytes, when importable): s/step, users/s, share of the GPU's matmul peak;
+#   3. the MM-RQ-VAE on (E_c, E_t) on the GPU (mmesid quantize train);
+#   4. MME-SID and E4SRec fine-tuned with configs/finetune_beauty_gpu.toml; resumable: rerunning the
+#      script continues them (RUNS persists on the machine between calls).
+# Results: OUT (default $OUT or benchmarks/out/gpu): gpu_finetune.json, speed_*.json, logs.
+# DEVICE=cpu SMOKE=1 runs every step for a few iterations on a CPU (a check of the script itself).
+set -u
+cd "$(dirname "$0")/.."
+LIMIT=${LIMIT:-540}
+T0=$(date +%s)
+C=${CARRY:-.devcarry}
+OUT=${OUT:-benchmarks/out/gpu}
+RUNS=${RUNS:-benchmarks/out/gpu-runs}
+DEVICE=${DEVICE:-cuda}
+SMOKE=${SMOKE:-0}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT" "$RUNS"
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
+log() { echo "[$(date -u +%T), $(left) s left] $*" | tee -a "$OUT/steps.log"; }
+mm() { $PY -m mmesid.cli "$@"; }
+
+# 1. environment
+if [ "$DEVICE" != cpu ]; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" 2>&1; fi
+need=$($PY -c "import importlib.util as u; print(' '.join(m for m in ('transformers', 'peft', 'accelerate', \
+'safetensors', 'tokenizers', 'tqdm', 'gguf', 'bitsandbytes') if u.find_spec(m) is None))")
+if [ -n "$need" ] && ls "$C"/wheels/*.whl > /dev/null 2>&1; then
+  log "installing from $C/wheels (missing: $need)"
+  $PY -m pip install -q --no-index --no-deps --target "$RUNS/site" "$C"/wheels/*.whl > "$OUT/pip.log" 2>&1
+  export PYTHONPATH=$PYTHONPATH:$PWD/$RUNS/site
+fi
+$PY -c "
+import importlib, importlib.metadata as md, json, torch
+v = {m: md.version(m) for m in ('torch', 'transformers', 'peft', 'accelerate')}
+for m in ('bitsandbytes', 'gguf'):
+    try: importlib.import_module(m); v[m] = md.version(m)
+    except Exception: v[m] = None
+v['cuda'] = torch.version.cuda; v['device'] = torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'
+print(json.dumps(v))" > "$OUT/env.json" 2> "$OUT/env.err" || { log "the Python environment lacks a package: $(tail -1 "$OUT/env.err")"; exit 1; }
+log "environment $(cat "$OUT/env.json")"
+
+# 2. the backbone
+BB=${BACKBONE:-$C/smollm2}
+REAL=1
+GP=${GGUF_PARTS:-.devcarry-gguf}
+if [ ! -f "$BB/config.json" ] && ls "$GP"/smollm2.gguf.part-* > /dev/null 2>&1; then
+  BB=$RUNS/smollm2
+  if [ ! -f "$BB/config.json" ]; then
+    log "joining and importing the GGUF file"
+    cat "$GP"/smollm2.gguf.part-* > "$RUNS/smollm2.gguf" && mm backbone import-gguf "$RUNS/smollm2.gguf" --out "$BB" > "$OUT/import.log" 2>&1
+  fi
+fi
+if [ ! -f "$BB/config.json" ]; then
+  REAL=0
+  BB=$RUNS/smollm2-random
+  log "no SmolLM2 weights: a SmolLM2-shaped random Llama from $C/smollm2-shape (speed only)"
+  $PY - "$C/smollm2-shape" "$BB" <<'EOF' || exit 1
+import shutil, sys
+from pathlib import Path
+import torch
+from transformers import AutoConfig, LlamaForCausalLM
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+torch.manual_seed(0)
+LlamaForCausalLM(AutoConfig.from_pretrained(src)).save_pretrained(dst)
+for f in src.iterdir():
+    if f.name != "config.json":
+        shutil.copy(f, dst / f.name)
+EOF
+fi
+echo "{\"backbone\": \"$BB\", \"real_weights\": $REAL}" > "$OUT/backbone.json"
+
+# 3. speed: fp32, bf16, NF4
+if [ "$SMOKE" = 1 ]; then SP=(--steps 2 --eval-users 64); else SP=(--steps 30 --eval-users 4096); fi
+declare -A MODE=([fp32]='--set backbone.dtype="float32" --set mixed_precision="no"'
+                 [bf16]='--set backbone.dtype="bfloat16" --set mixed_precision="bf16"'
+                 [nf4]='--set backbone.load_in_4bit=true --set mixed_precision="bf16"')
+for m in fp32 bf16 nf4; do
+  [ "$m" = bf16 ] && [ "$DEVICE" = cpu ] && { log "skip bf16 (CPU: no bf16 backbone)"; continue; }
+  [ "$m" = nf4 ] && { [ "$DEVICE" = cpu ] || ! $PY -c "import bitsandbytes" 2> /dev/null; } && { log "skip nf4 (no bitsandbytes or no GPU)"; continue; }
+  [ "$(left)" -gt 60 ] || { log "no time left for speed $m"; continue; }
+  log "speed $m"
+  # shellcheck disable=SC2086
+  timeout "$(left)" $PY benchmarks/finetune_speed.py --data "$C/beauty" --device "$DEVICE" "${SP[@]}" \
+      --set "backbone.path=\"$BB\"" ${MODE[$m]} --out "$OUT/speed_$m.json" > "$OUT/speed_$m.log" 2>&1 \
+      || log "speed $m failed: $(tail -1 "$OUT/speed_$m.log")"
+done
+
+# 4. quantiser and the two fine-tuning runs
+Q=$RUNS/quantize
+QS=(); [ "$SMOKE" = 1 ] && QS=(--set epochs=2)
+if [ ! -f "$Q/metrics.json" ] && [ "$(left)" -gt 60 ]; then
+  log "quantize"
+  timeout "$(left)" $PY -m mmesid.cli quantize train --data "$C/beauty" --emb c="$C/E_c.safetensors" \
+      --emb t="$C/E_t.safetensors" --out "$Q" --device "$DEVICE" --quiet "${QS[@]}" > "$OUT/quantize.log" 2>&1 \
+      || log "quantize stopped: $(tail -1 "$OUT/quantize.log")"
+fi
+FS=(); [ "$SMOKE" = 1 ] && FS=(--set max_steps=4 --set eval_every=2 --set valid_users=64 --set 'backbone.dtype="float32"' --set 'mixed_precision="no"')
+for v in mme-sid e4srec; do
+  [ -f "$Q/metrics.json" ] || break
+  [ -f "$RUNS/$v/metrics.json" ] && continue
+  [ "$(left)" -gt 60 ] || { log "no time left for $v (rerun the script: it resumes)"; continue; }
+  log "finetune $v"
+  timeout "$(left)" $PY -m mmesid.cli finetune --data "$C/beauty" --emb c="$C/E_c.safetensors" \
+      --emb t="$C/E_t.safetensors" --sids "$Q/export" --out "$RUNS/$v" --config configs/finetune_beauty_gpu.toml \
+      --set "variant=\"$v\"" --set "backbone.path=\"$BB\"" --device "$DEVICE" --quiet "${FS[@]}" \
+      > "$OUT/finetune_$v.log" 2>&1 || log "finetune $v stopped: $(tail -1 "$OUT/finetune_$v.log")"
+done
+
+# 5. one summary
+$PY - "$OUT" "$RUNS" <<'EOF'
+import json, sys
+from pathlib import Path
+out, runs = Path(sys.argv[1]), Path(sys.argv[2])
+res = {"env": json.loads((out / "env.json").read_text()), **json.loads((out / "backbone.json").read_text()),
+       "speed": {}, "runs": {}}
+for f in sorted(out.glob("speed_*.json")):
+    d = json.loads(f.read_text())
+    res["speed"][f.stem[6:]] = {"s_per_step": d["train"]["s_per_step"], "sequences_per_s": d["train"]["sequences_per_s"],
+                                "train_share_of_peak": d["train"]["share_of_peak"], "eval_users_per_s": d["eval"]["users_per_s"],
+                                "eval_share_of_peak": d["eval"]["share_of_peak"], "peak_flops": d["peak_flops"],
+                                "peak_memory_gb": d.get("peak_memory_gb")}
+for name in ("quantize", "mme-sid", "e4srec"):
+    m = runs / name / "metrics.json"
+    if m.exists():
+        d = json.loads(m.read_text())
+        res["runs"][name] = {k: d.get(k) for k in ("test", "valid", "best_step", "steps", "train_seconds", "best_epoch")}
+    elif (runs / name).exists():
+        res["runs"][name] = "unfinished (rerun the script to resume)"
+(out / "gpu_finetune.json").write_text(json.dumps(res, indent=2) + "\n")
+print(json.dumps(res, indent=2))
+EOF
+log "done"
