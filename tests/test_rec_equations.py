@@ -186,6 +186,38 @@ def test_eq17_fusion_weights_follow_training_frequency(env, fused):
     assert torch.allclose(got, direct, atol=1e-5)
 
 
+def test_fusion_weights_reused_at_inference_until_g_changes(env):
+    """Without gradients the weights are computed once; a train/eval switch (around every optimiser
+    step), an in-place change of g (a load) or of the temperature gives fresh ones; with gradients
+    they are always fresh."""
+    model = build_model(cfg_for(env, variant="mme-sid", fusion_temperature=0.5), env["data"], env["emb"],
+                        env["sids"], torch.device("cpu")).eval()
+    f = model.fusion
+    with torch.no_grad():
+        w1 = f.weights()
+        assert f.weights() is w1  # reused
+        f.g[0].bias.add_(0.5)  # in place, as load_state_dict and optimisers do
+        w2 = f.weights()
+    assert w2 is not w1 and not torch.allclose(w1, w2)
+    assert np.allclose(w2.double().numpy(), _direct_weights(env["data"].item_frequency(), f.g, 0.5), atol=1e-6)
+    f.temperature = 2.0
+    with torch.no_grad():
+        w3 = f.weights()
+    assert not torch.allclose(w2, w3)
+    w4 = f.weights()  # with gradients: computed, differentiable
+    assert w4.requires_grad and w4 is not w3 and torch.allclose(w3, w4.detach())
+    # a fused optimiser step does not bump version counters: the train/eval switch around it clears
+    opt = torch.optim.AdamW(f.g.parameters(), lr=0.5, fused=True)
+    f.train()
+    f.weights().sum().backward()
+    opt.step()
+    f.eval()
+    with torch.no_grad():
+        w5 = f.weights()
+    assert np.allclose(w5.double().numpy(), _direct_weights(env["data"].item_frequency(), f.g, 2.0), atol=1e-6)
+    assert not torch.allclose(w5, w3)
+
+
 def test_grad_accumulation_equals_one_larger_batch(env):
     """batch_size 8 x grad_accum 2 == batch_size 16 x 1: same examples, same gradients, same weights.
 

@@ -32,10 +32,28 @@ class FrequencyFusion(nn.Module):
         layers.append(nn.Linear(d, n_sources))
         self.g = nn.Sequential(*layers)
         self.temperature = temperature
+        self._frozen: tuple[tuple, torch.Tensor] | None = None  # inference cache, see weights()
 
     def weights(self) -> torch.Tensor:
-        """[n_items + 1, n_sources] per-item weights (w_x first), rows sum to 1."""
-        return torch.softmax(self.g(self.q) / self.temperature, dim=-1)
+        """[n_items + 1, n_sources] per-item weights (w_x first), rows sum to 1.
+
+        They depend on the item frequencies and g's weights only, not on the user: without gradients
+        they are computed once and reused (an MLP over the whole catalogue, ~10% of a single-user
+        forward on CPU) until the module is switched between train and eval mode (training steps
+        happen in train mode; fused optimisers do not bump version counters), g's parameters are
+        changed in place (load_state_dict, copy_: their version counters), the temperature changes,
+        or the module moves."""
+        if torch.is_grad_enabled():
+            return torch.softmax(self.g(self.q) / self.temperature, dim=-1)
+        key = (self.temperature, self.q.device, *((p._version, p.dtype) for p in self.g.parameters()),
+               *(id(p) for p in self.g.parameters()))
+        if self._frozen is None or self._frozen[0] != key:
+            self._frozen = (key, torch.softmax(self.g(self.q) / self.temperature, dim=-1))
+        return self._frozen[1]
+
+    def train(self, mode: bool = True):
+        self._frozen = None
+        return super().train(mode)
 
     def forward(self, scores: list[torch.Tensor]) -> torch.Tensor:
         """scores: k matrices [N, n_items + 1] (E_x first) -> fused scores [N, n_items + 1]."""
