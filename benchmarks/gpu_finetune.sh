@@ -18,41 +18,9 @@
 #      script continues them (RUNS persists on the machine between calls).
 # Results: OUT (default $OUT or benchmarks/out/gpu): gpu_finetune.json, speed_*.json, logs.
 # DEVICE=cpu SMOKE=1 runs every step for a few iterations on a CPU (a check of the script itself).
-set -u
 cd "$(dirname "$0")/.."
-LIMIT=${LIMIT:-540}
-T0=$(date +%s)
-C=${CARRY:-.devcarry}
 OUT=${OUT:-benchmarks/out/gpu}
-RUNS=${RUNS:-benchmarks/out/gpu-runs}
-DEVICE=${DEVICE:-cuda}
-SMOKE=${SMOKE:-0}
-PY=${PYTHON:-python3}
-mkdir -p "$OUT" "$RUNS"
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
-left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
-log() { echo "[$(date -u +%T), $(left) s left] $*" | tee -a "$OUT/steps.log"; }
-mm() { $PY -m mmesid.cli "$@"; }
-
-# 1. environment
-if [ "$DEVICE" != cpu ]; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" 2>&1; fi
-need=$($PY -c "import importlib.util as u; print(' '.join(m for m in ('transformers', 'peft', 'accelerate', \
-'safetensors', 'tokenizers', 'tqdm', 'gguf', 'bitsandbytes') if u.find_spec(m) is None))")
-if [ -n "$need" ] && ls "$C"/wheels/*.whl > /dev/null 2>&1; then
-  log "installing from $C/wheels (missing: $need)"
-  $PY -m pip install -q --no-index --no-deps --target "$RUNS/site" "$C"/wheels/*.whl > "$OUT/pip.log" 2>&1
-  export PYTHONPATH=$PYTHONPATH:$PWD/$RUNS/site
-fi
-$PY -c "
-import importlib, importlib.metadata as md, json, torch
-v = {m: md.version(m) for m in ('torch', 'transformers', 'peft', 'accelerate')}
-for m in ('bitsandbytes', 'gguf'):
-    try: importlib.import_module(m); v[m] = md.version(m)
-    except Exception: v[m] = None
-v['cuda'] = torch.version.cuda; v['device'] = torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'
-print(json.dumps(v))" > "$OUT/env.json" 2> "$OUT/env.err" || { log "the Python environment lacks a package: $(tail -1 "$OUT/env.err")"; exit 1; }
-log "environment $(cat "$OUT/env.json")"
-
+. benchmarks/gpu_common.sh
 # 2. the backbone
 BB=${BACKBONE:-$C/smollm2}
 REAL=1
@@ -94,28 +62,21 @@ for m in fp32 bf16 nf4; do
   [ "$(left)" -gt 60 ] || { log "no time left for speed $m"; continue; }
   log "speed $m"
   # shellcheck disable=SC2086
-  timeout "$(left)" $PY benchmarks/finetune_speed.py --data "$C/beauty" --device "$DEVICE" "${SP[@]}" \
+  timeout "$(left)" $PY benchmarks/finetune_speed.py --data "$DATA" --device "$DEVICE" "${SP[@]}" \
       --set "backbone.path=\"$BB\"" ${MODE[$m]} --out "$OUT/speed_$m.json" > "$OUT/speed_$m.log" 2>&1 \
       || log "speed $m failed: $(tail -1 "$OUT/speed_$m.log")"
 done
 
 # 4. quantiser and the two fine-tuning runs
-Q=$RUNS/quantize
-QS=(); [ "$SMOKE" = 1 ] && QS=(--set epochs=2)
-if [ ! -f "$Q/metrics.json" ] && [ "$(left)" -gt 60 ]; then
-  log "quantize"
-  timeout "$(left)" $PY -m mmesid.cli quantize train --data "$C/beauty" --emb c="$C/E_c.safetensors" \
-      --emb t="$C/E_t.safetensors" --out "$Q" --device "$DEVICE" --quiet "${QS[@]}" > "$OUT/quantize.log" 2>&1 \
-      || log "quantize stopped: $(tail -1 "$OUT/quantize.log")"
-fi
+quantize_ct
 FS=(); [ "$SMOKE" = 1 ] && FS=(--set max_steps=4 --set eval_every=2 --set valid_users=64 --set 'backbone.dtype="float32"' --set 'mixed_precision="no"')
 for v in mme-sid e4srec; do
   [ -f "$Q/metrics.json" ] || break
   [ -f "$RUNS/$v/metrics.json" ] && continue
   [ "$(left)" -gt 60 ] || { log "no time left for $v (rerun the script: it resumes)"; continue; }
   log "finetune $v"
-  timeout "$(left)" $PY -m mmesid.cli finetune --data "$C/beauty" --emb c="$C/E_c.safetensors" \
-      --emb t="$C/E_t.safetensors" --sids "$Q/export" --out "$RUNS/$v" --config configs/finetune_beauty_gpu.toml \
+  timeout "$(left)" $PY -m mmesid.cli finetune --data "$DATA" --emb c="$EC" \
+      --emb t="$ET" --sids "$Q/export" --out "$RUNS/$v" --config configs/finetune_beauty_gpu.toml \
       --set "variant=\"$v\"" --set "backbone.path=\"$BB\"" --device "$DEVICE" --quiet "${FS[@]}" \
       > "$OUT/finetune_$v.log" 2>&1 || log "finetune $v stopped: $(tail -1 "$OUT/finetune_$v.log")"
 done
