@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..artifacts.runs import RunDir, open_run
@@ -30,6 +31,7 @@ from ..utils import (
 )
 
 BEST = "best.safetensors"
+BUCKET_BATCHES = 50  # length bucketing: batches per chunk of the shuffled order sorted by length
 
 
 class EpochTask:
@@ -37,11 +39,16 @@ class EpochTask:
     dimension, passed to `model.loss` in order), validation on fixed examples.
 
     The configuration must have lr, weight_decay, batch_size, eval_batch_size, seed and model.max_len.
+    With `lengths` (one per row), each epoch's shuffled order is cut into chunks of BUCKET_BATCHES
+    batches, each chunk sorted by length, and the full batches shuffled again: a batch then holds rows
+    of similar length, so a model whose inputs are padded to the batch's longest row (TIGER-MM's
+    encoder) does less work; every row is still seen once per epoch, in an order fixed by the seed.
     """
 
     def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, rows: Sequence, valid: list,
-                 cfg, device: torch.device):
+                 cfg, device: torch.device, lengths: np.ndarray | None = None):
         self.model, self.opt, self.rows, self.valid, self.cfg, self.device = model, opt, tuple(rows), valid, cfg, device
+        self.lengths = None if lengths is None else np.asarray(lengths)
         self.n = len(self.rows[0])
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -50,7 +57,7 @@ class EpochTask:
     def train_step(self, step: int) -> float:
         k = step % self.steps_per_epoch
         if k == 0 or self.perm is None:  # a new epoch: a new order from the run's own generator
-            self.perm = torch.randperm(self.n, generator=self.gen)
+            self.perm = self.epoch_order()
         idx = self.perm[k * self.cfg.batch_size:(k + 1) * self.cfg.batch_size].numpy()
         self.model.train()
         loss = self.model.loss(*(torch.as_tensor(r[idx], device=self.device) for r in self.rows))
@@ -58,6 +65,18 @@ class EpochTask:
         loss.backward()
         self.opt.step()
         return loss.item()
+
+    def epoch_order(self) -> torch.Tensor:
+        perm = torch.randperm(self.n, generator=self.gen)
+        if self.lengths is None:
+            return perm
+        bs = self.cfg.batch_size
+        chunk = bs * BUCKET_BATCHES
+        order = torch.cat([c[torch.as_tensor(np.argsort(self.lengths[c.numpy()], kind="stable"))]
+                           for c in perm.split(chunk)])
+        full = self.n // bs  # the partial batch stays last, where train_step's slicing expects it
+        batches = order[:full * bs].view(full, bs)[torch.randperm(full, generator=self.gen)]
+        return torch.cat([batches.reshape(-1), order[full * bs:]])
 
     def validate(self, step: int) -> dict:
         return self.evaluate(self.valid)

@@ -45,6 +45,9 @@ class TigerTrainConfig:
     valid_users: int = bounded(2000, ge=0)  # validation on a fixed sample (0 = all); beam search is costly
     metric: str = "nDCG@10"
     eval_batch_size: int = bounded(64, ge=1)
+    # batches of histories of similar length (models/epoch_training.EpochTask): the encoder reads
+    # 9 tokens per item and pads to the batch's longest history, so random batches cost ~3x more
+    length_bucketing: bool = True
     seed: int = bounded(42, ge=0)
     device: str = "auto"
     threads: int = bounded(0, ge=0)
@@ -76,7 +79,8 @@ class TigerTask(EpochTask):
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         rows = (pad_left([h for h, _ in ex], cfg.model.max_len), torch.tensor([t for _, t in ex]))
         valid = sample_examples(eval_examples(data.sequences, "valid"), cfg.valid_users, cfg.seed)
-        super().__init__(model, opt, rows, valid, cfg, device)
+        lengths = [min(len(h), cfg.model.max_len) for h, _ in ex] if cfg.length_bucketing else None
+        super().__init__(model, opt, rows, valid, cfg, device, lengths)
 
 
 def train_tiger(data: SequenceData, sids_dir: str | Path, cfg: TigerTrainConfig, run: RunDir,
