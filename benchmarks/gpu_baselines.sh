@@ -60,20 +60,5 @@ train letter-tokenizer $PY -m mmesid.cli quantize train --data "$DATA" --emb t="
     --sids "$RUNS/letter-tokenizer/export" --out "$RUNS/letter" --device "$DEVICE" --quiet \
     --set 'modalities=["t"]' "${EP[@]}"
 
-$PY - "$OUT" "$RUNS" <<'EOF'
-import json, sys
-from pathlib import Path
-out, runs = Path(sys.argv[1]), Path(sys.argv[2])
-res = {"env": json.loads((out / "env.json").read_text()), "runs": {}}
-for name in ("motor", "tiger-mm", "letter-tokenizer", "letter"):
-    m = runs / name / "metrics.json"
-    if m.exists():
-        d = json.loads(m.read_text())
-        res["runs"][name] = {k: d.get(k) for k in ("model", "test", "valid", "best_epoch", "epochs_run",
-                                                    "stopped_early", "train_seconds", "beams", "tuple_length")}
-    elif (runs / name).exists():
-        res["runs"][name] = "unfinished (rerun the script to resume)"
-(out / "gpu_baselines.json").write_text(json.dumps(res, indent=2) + "\n")
-print(json.dumps(res, indent=2))
-EOF
+$PY benchmarks/gpu_summary.py "$OUT" "$RUNS" gpu_baselines motor tiger-mm letter-tokenizer letter
 log "done"

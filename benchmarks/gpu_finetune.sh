@@ -82,26 +82,5 @@ for v in mme-sid e4srec; do
 done
 
 # 5. one summary
-$PY - "$OUT" "$RUNS" <<'EOF'
-import json, sys
-from pathlib import Path
-out, runs = Path(sys.argv[1]), Path(sys.argv[2])
-res = {"env": json.loads((out / "env.json").read_text()), **json.loads((out / "backbone.json").read_text()),
-       "speed": {}, "runs": {}}
-for f in sorted(out.glob("speed_*.json")):
-    d = json.loads(f.read_text())
-    res["speed"][f.stem[6:]] = {"s_per_step": d["train"]["s_per_step"], "sequences_per_s": d["train"]["sequences_per_s"],
-                                "train_share_of_peak": d["train"]["share_of_peak"], "eval_users_per_s": d["eval"]["users_per_s"],
-                                "eval_share_of_peak": d["eval"]["share_of_peak"], "peak_flops": d["peak_flops"],
-                                "peak_memory_gb": d.get("peak_memory_gb")}
-for name in ("quantize", "mme-sid", "e4srec"):
-    m = runs / name / "metrics.json"
-    if m.exists():
-        d = json.loads(m.read_text())
-        res["runs"][name] = {k: d.get(k) for k in ("test", "valid", "best_step", "steps", "train_seconds", "best_epoch")}
-    elif (runs / name).exists():
-        res["runs"][name] = "unfinished (rerun the script to resume)"
-(out / "gpu_finetune.json").write_text(json.dumps(res, indent=2) + "\n")
-print(json.dumps(res, indent=2))
-EOF
+$PY benchmarks/gpu_summary.py "$OUT" "$RUNS" gpu_finetune quantize mme-sid e4srec
 log "done"

@@ -118,6 +118,22 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     return tensors, meta
 
 
+
+def state_dict_error(e: Exception) -> str:
+    """torch's load_state_dict error in one line: its first detail, not the heading."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[1:2] or lines[:1])[:300]
+
+
+def load_weights(module, path: str | os.PathLike, what: str) -> None:
+    """Load a safetensors state dict into a torch module; a mismatch is an error naming the file and
+    what the weights must fit."""
+    state, _ = load_tensors(path)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise MmesidError(f"{path}: does not fit {what} ({state_dict_error(e)})") from None
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -72,13 +72,13 @@ def add_run_args(p: argparse.ArgumentParser, name: str, what: str) -> None:
     p.add_argument("--overwrite", action="store_true", help=f"start the {what} run in --out again from scratch")
 
 
-def resolve_run(args, kind: str, config_cls, name: str, dist=None):
+def resolve_run(args, kind: str, config_cls, name: str):
     """(out folder, RunDir, config) of a training command: the defaults, --config, --set, --device,
     --threads, checked against the config of a run being resumed (--allow-config-change, --overwrite)."""
     from ..artifacts.runs import RunDir
 
     out = args.out or default_out(name)
-    run = RunDir(out, kind, dist) if dist is not None else RunDir(out, kind)
+    run = RunDir(out, kind)
     cfg = run.resolve_config(config_cls, args.config, runtime_overrides(args), args.allow_config_change,
                              fresh=args.overwrite)
     return out, run, cfg

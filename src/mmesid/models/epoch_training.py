@@ -20,7 +20,7 @@ from ..config import load_config
 from ..data.dataset import SequenceData
 from ..errors import MmesidError
 from ..eval.ranking import evaluate
-from ..io import load_tensors
+from ..io import load_weights, state_dict_error
 from ..training.loop import LoopSettings, LoopState, TrainingLoop
 from ..utils import (
     count_parameters,
@@ -94,8 +94,7 @@ class EpochTask:
         try:
             self.model.load_state_dict(st["model"])
         except RuntimeError as e:  # e.g. the model's size changed with --allow-config-change
-            detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-            raise MmesidError(f"the checkpoint's weights do not fit this config ({detail[:300]}); resume with "
+            raise MmesidError(f"the checkpoint's weights do not fit this config ({state_dict_error(e)}); resume with "
                               "the run's own config or start again with --overwrite") from None
         self.opt.load_state_dict(st["optimizer"])
         for g in self.opt.param_groups:  # a resume with --allow-config-change runs with the new values
@@ -156,11 +155,7 @@ def load_best_model(run_dir: str | Path, kind: str, data: SequenceData, config_c
     if not (run.path / BEST).exists():
         raise MmesidError(f"{run.path}: no {BEST} (the run has not validated an epoch yet)")
     model = make(run, cfg)
-    state, _ = load_tensors(run.path / BEST)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise MmesidError(f"{run.path / BEST}: does not fit this dataset/config ({str(e).splitlines()[0]})") from None
+    load_weights(model, run.path / BEST, "this dataset/config")
     return model, cfg
 
 

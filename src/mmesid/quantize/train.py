@@ -35,7 +35,7 @@ from ..artifacts.sid_export import KIND as EXPORT_KIND
 from ..artifacts.sid_export import write_sid_export
 from ..config import bounded, load_config
 from ..errors import ConfigError, MmesidError
-from ..io import load_tensors
+from ..io import load_weights, state_dict_error
 from ..training.loop import LoopSettings, LoopState, TrainingLoop
 from ..utils import (
     count_parameters,
@@ -274,13 +274,7 @@ class QuantizeTask:
         try:
             self.model.load_state_dict(w)
         except RuntimeError as e:
-            raise MmesidError(f"saved weights do not fit these inputs/config ({_short(e)})") from None
-
-
-def _short(e: Exception) -> str:
-    """torch's load_state_dict error in one line: its first detail, not the heading."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return " ".join(lines[1:2] or lines[:1])[:300]
+            raise MmesidError(f"saved weights do not fit these inputs/config ({state_dict_error(e)})") from None
 
 
 def summarize(model: MMRQVAE, st: LoopState, steps_per_epoch: int, init_seconds: float) -> dict:
@@ -457,11 +451,7 @@ def load_trained(run: RunDir, files: dict[str, str] | None = None) -> tuple[MMRQ
     embs = recorded_tables(run, files)
     cfg = load_config(QuantizeConfig, run.path / "config.toml")
     model = build_model(embs, cfg)
-    state, _ = load_tensors(run.path / BEST)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise MmesidError(f"{run.path / BEST}: does not fit the input tables/config ({_short(e)})") from None
+    load_weights(model, run.path / BEST, "the input tables/config")
     return model.eval(), embs
 
 
