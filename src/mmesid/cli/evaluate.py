@@ -120,7 +120,7 @@ def cmd_evaluate(args) -> int:
     if args.ranks_out is not None:
         from ..artifacts.outputs import check_output_file
 
-        check_output_file(args.ranks_out, inputs=[args.data, args.run], suffixes=(".npy",))
+        check_output_file(args.ranks_out, inputs=[args.data, args.run], what="--ranks-out", suffixes=(".npy",))
     m = evaluate(scorer, examples, batch_size=args.batch_size, max_len=max_len, device=device,
                  progress=not args.quiet, return_ranks=args.ranks_out is not None)
     if args.ranks_out is not None:
