@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from rec_fixtures import fake_export, random_embeddings, tiny_llama
 
 from mmesid.config import from_dict
 from mmesid.data.synthetic import SyntheticConfig, generate
@@ -21,7 +22,6 @@ from mmesid.rec.config import FinetuneConfig
 from mmesid.rec.distributed import setup_runtime
 from mmesid.rec.inputs import ItemInputs
 from mmesid.rec.train import make_task
-from rec_fixtures import fake_export, random_embeddings, tiny_llama
 
 D = 8  # hidden size for the ItemInputs checks
 DIMS = {"c": 5, "t": 6, "v": 7}
@@ -252,3 +252,26 @@ def test_grad_accumulation_equals_one_larger_batch(env):
     wa, wb = a.core.trainable_state(), b.core.trainable_state()
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
     assert all(not torch.equal(wa[k], init[k]) for k in ("E_x", "inputs.mlp.0.weight"))  # it trained
+
+
+@pytest.mark.parametrize("variant", ["mme-sid", "e4srec"])
+def test_collaborative_target_init_starts_at_the_collaborative_source(env, variant):
+    """target_init = "collaborative": E_x[i] = W_c E_c[i] + b_c at initialisation, so the E_x source and
+    the collaborative source give the same scores before training; the paper's random E_x does not."""
+    dev = torch.device("cpu")
+    full = load_tensors(env["emb"]["c"])[0]["embedding"]
+    o = torch.randn(4, 32, generator=torch.Generator().manual_seed(1))
+    for how in ("collaborative", "random"):
+        torch.manual_seed(0)
+        model = build_model(cfg_for(env, variant=variant, target_init=how), env["data"], env["emb"],
+                            env["sids"], dev).eval()
+        want = _linear(full, model.inputs.proj["c"])[1:]
+        same = torch.allclose(model.E_x.detach()[1:], want, atol=1e-6)
+        assert same == (how == "collaborative"), how
+        assert torch.count_nonzero(model.E_x.detach()[0]) == 0
+        if how == "collaborative" and model.fusion is not None:
+            with torch.no_grad():
+                s = model.source_scores(o)
+            assert torch.allclose(s[0][:, 1:], s[1][:, 1:], atol=1e-4)
+    with pytest.raises(Exception, match="target_init"):
+        cfg_for(env, variant="mme-sid", modalities=["t"], target_init="collaborative")

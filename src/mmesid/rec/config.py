@@ -47,6 +47,9 @@ class FinetuneConfig:
     fusion: bool | None = None  # None = auto: on for MME-SID and its ablations, off for the baselines
     fusion_hidden: list[int] = field(default_factory=lambda: [64, 10, 64])  # authors: 1-64-10-64-4
     fusion_temperature: float = bounded(1.0, gt=0.0)
+    # the new target table E_x at initialisation: "random" (paper, N(0, 0.02)) or "collaborative", a copy of
+    # each item's projected collaborative embedding W_c E_c + b_c (ours, an option: see README "Improvements")
+    target_init: Literal["random", "collaborative"] = "random"
     sid_projection: Literal["orthogonal", "linear"] = "orthogonal"  # when d_latent != hidden size
     contrastive_weight: float = bounded(0.1, ge=0.0)  # CTRL-MM InfoNCE weight
     contrastive_temperature: float = bounded(0.07, gt=0.0)
@@ -88,6 +91,8 @@ class FinetuneConfig:
             raise ConfigError("epochs and max_steps are both 0: nothing to train")
         if any(h < 1 for h in self.fusion_hidden):
             raise ConfigError(f"fusion_hidden: sizes must be >= 1, got {self.fusion_hidden}")
+        if self.target_init == "collaborative" and self.modalities and "c" not in self.modalities:
+            raise ConfigError("target_init = 'collaborative' copies W_c E_c + b_c: modalities must include c")
         name, _, k = self.metric.partition("@")
         if name not in ("HR", "nDCG") or not k.isdigit() or int(k) not in DEFAULT_KS:
             ks = ", ".join(map(str, DEFAULT_KS))

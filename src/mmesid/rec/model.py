@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import MmesidError
 from .backbone import Backbone
 from .fusion import FrequencyFusion
 from .inputs import ItemInputs
@@ -21,7 +22,7 @@ from .prompt import PromptTemplate, assemble, history_positions, right_align_len
 class LLMRecommender(nn.Module):
     def __init__(self, backbone: Backbone, inputs: ItemInputs, freq, prompt: PromptTemplate, fusion: bool,
                  fusion_hidden: list[int], fusion_temperature: float = 1.0, seed: int = 0,
-                 cache_prefix: bool = True):
+                 cache_prefix: bool = True, target_init: str = "random"):
         super().__init__()
         self.llm = backbone.model
         self.backbone_name = backbone.name
@@ -29,10 +30,7 @@ class LLMRecommender(nn.Module):
         self.prompt = prompt
         self.register_buffer("prefix_ids", torch.tensor(prompt.prefix_ids, dtype=torch.long), persistent=False)
         self.register_buffer("suffix_ids", torch.tensor(prompt.suffix_ids, dtype=torch.long), persistent=False)
-        gen = torch.Generator().manual_seed(seed + 1)
-        ex = torch.randn(inputs.n_rows, backbone.hidden_size, generator=gen) * 0.02
-        ex[0] = 0
-        self.E_x = nn.Parameter(ex)  # the new target-item table
+        self.E_x = nn.Parameter(self._initial_targets(inputs, backbone.hidden_size, target_init, seed))
         self.use_fusion = fusion
         self.fusion = (FrequencyFusion(freq, 1 + len(inputs.modalities), fusion_hidden, fusion_temperature)
                        if fusion else None)
@@ -41,6 +39,30 @@ class LLMRecommender(nn.Module):
         self._frozen_prefix = None  # inference-time prefix cache, see _prefix_cache
 
     # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _initial_targets(inputs: ItemInputs, hidden: int, how: str, seed: int) -> torch.Tensor:
+        """The new target-item table E_x [n_items + 1, D] at initialisation (row 0: padding).
+
+        "random" is the paper's: E_x starts with no knowledge of the items. "collaborative" starts it at
+        each item's projected collaborative embedding W_c E_c[i] + b_c (the projection's own
+        initialisation), so <o, E_x[i]> starts equal to the fusion's collaborative source and E_x only
+        has to learn item-specific corrections. Why it exists: with a random E_x the frequency-aware
+        fusion settles on the collaborative source within the first steps (w_c ~ 1 for every item on
+        Beauty), E_x's gradient is scaled by w_x ~ 0 and the table never trains (BENCHMARKS.md).
+        """
+        if how == "random":
+            gen = torch.Generator().manual_seed(seed + 1)
+            ex = torch.randn(inputs.n_rows, hidden, generator=gen) * 0.02
+        elif how == "collaborative":
+            if "c" not in inputs.modalities:
+                raise MmesidError("target_init = 'collaborative' needs the collaborative modality (--emb c=...)")
+            with torch.no_grad():
+                ex = inputs.projected("c").detach().float().clone()
+        else:
+            raise MmesidError(f"unknown target_init {how!r} (known: random, collaborative)")
+        ex[0] = 0
+        return ex
+
     def _embed_dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
 

@@ -1,0 +1,75 @@
+"""Which score source carries a fine-tuned run with frequency-aware fusion (issue 8: what limits MME-SID).
+
+    python benchmarks/fusion_sources.py --data data/beauty --run runs/mme-sid [--users 2000] [--split valid]
+
+Scores a fixed random sample of users (seeded) with the fused score and with each source alone
+(<o, E_x[i]>, then <o, W_j E_j[i] + b_j> for each modality), and prints the fusion weights averaged over
+the items of each training-frequency quintile. Validation users by default: nothing here selects on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from mmesid.data.dataset import SequenceData
+from mmesid.data.split import EvalExamples, eval_examples
+from mmesid.eval.ranking import evaluate
+from mmesid.rec.prompt import right_align_lengths
+from mmesid.serve.runs import load_run_scorer
+
+
+def source_scorer(model, source: int | None):
+    """scores(histories) of one source (None = the fused score)."""
+
+    @torch.no_grad()
+    def scores(histories: torch.Tensor) -> torch.Tensor:
+        right, lengths = right_align_lengths(histories)
+        hs, final, _ = model.hidden(right, lengths)
+        o = hs[torch.arange(len(final)), final].float()
+        return model.score(o) if source is None else model.source_scores(o)[source]
+
+    return scores
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--run", required=True)
+    p.add_argument("--split", default="valid", choices=("valid", "test"))
+    p.add_argument("--users", type=int, default=2000, help="random sample of users (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    data = SequenceData.load(args.data)
+    model, max_len, kind = load_run_scorer(args.run, data, "cpu")
+    if kind != "finetune" or getattr(model, "fusion", None) is None:
+        raise SystemExit(f"{args.run}: not a fine-tuning run with fusion")
+    ex = eval_examples(data.sequences, args.split)
+    if args.users and args.users < len(ex):
+        keep = np.sort(np.random.default_rng(args.seed).choice(len(ex), args.users, replace=False))
+        ex = EvalExamples([ex.histories[i] for i in keep], ex.targets[keep], ex.users[keep])
+    names = ["E_x"] + [f"{j} (W_{j} E_{j} + b_{j})" for j in model.inputs.modalities]
+    out = {"run": args.run, "split": args.split, "users": len(ex), "sources": {}}
+    for k, name in [(None, "fused")] + list(enumerate(names)):
+        m = evaluate(source_scorer(model, k), ex, batch_size=256, max_len=max_len, progress=False)
+        out["sources"][name] = {key: round(v, 4) for key, v in m.items() if "@10" in key or "@20" in key}
+        print(name, out["sources"][name], flush=True)
+    with torch.no_grad():
+        w = model.fusion.weights()[1:].numpy()
+    freq = data.item_frequency()[1:]
+    edges = np.quantile(freq, [0.2, 0.4, 0.6, 0.8])
+    bucket = np.searchsorted(edges, freq, side="right")
+    out["weights_by_frequency_quintile"] = [
+        {"frequency": [int(freq[bucket == b].min()), int(freq[bucket == b].max())], "items": int((bucket == b).sum()),
+         **{n: round(float(w[bucket == b, k].mean()), 4) for k, n in enumerate(names)}}
+        for b in range(5) if (bucket == b).any()]
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
