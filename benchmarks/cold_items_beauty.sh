@@ -3,7 +3,7 @@
 # (SASRec E_c, MiniLM E_t, quantiser, MME-SID) is trained without them, then `mmesid items add` makes
 # them recommendable. Evaluated on the test users whose target is a cold item, and on all users:
 # MME-SID with the added items (E_c/E_x init chosen on validation), the same run before adding them,
-# popularity, and the upper bound: MME-SID trained on the full data ($FULL_RUN), on the same users.
+# popularity, random, and the upper bound: MME-SID trained on the full data ($FULL_RUN), on the same users.
 #   bash benchmarks/cold_items_beauty.sh          (resumes: finished steps are skipped)
 # Environment: DATA (prepared Beauty), OUT (runs root), FULL_RUN (a converged MME-SID run on DATA),
 # CONFIG (fine-tuning config).
@@ -34,7 +34,10 @@ rm -rf "$FT/added_items"
 for split in valid test; do
   ev "before-add-cold-$split" --data "$COLD" --run "$FT" --split $split --target-items "$COLD"
   ev "popularity-cold-$split" --data "$COLD" --popularity --split $split --target-items "$COLD"
+  ev "random-cold-$split" --data "$COLD" --random --split $split --target-items "$COLD"
 done
+ev popularity-all-test --data "$COLD" --popularity
+ev random-all-test --data "$COLD" --random
 ev before-add-all-test --data "$COLD" --run "$FT"
 ev sasrec-cold-test --data "$COLD" --run "$OUT/sasrec" --target-items "$COLD"
 for init in knn mean zero; do  # the E_c / E_x rows of an item with no interactions, chosen on validation

@@ -154,6 +154,28 @@ def test_cli_popularity_matches_direct_computation(tmp_path, prepared, capsys):
     assert f"HR@5 {want['HR@5']:.4f}" in capsys.readouterr().out
 
 
+def test_cli_random_floor_is_seeded_and_at_chance(tmp_path, prepared):
+    """--random: the same numbers on a rerun, and the expected HR@k of a uniform ranking (k / candidates)
+    within sampling error over many repeated users."""
+    folder, data = prepared
+    outs = [tmp_path / f"r{i}.json" for i in range(2)]
+    for out in outs:
+        assert main(["evaluate", "--data", str(folder), "--random", "--out", str(out), "--quiet"]) == 0
+    a, b = (json.loads(o.read_text()) for o in outs)
+    a.pop("eval_seconds"), b.pop("eval_seconds")
+    assert a == b and a["model"] == "random"
+    from mmesid.models.random_scores import RandomScores
+
+    scorer = RandomScores(data.n_items, seed=1)
+    hist = torch.zeros(4000, 5, dtype=torch.long)
+    hist[:, -1] = 1  # one history item: 20 candidates for 21 rows minus padding and the history item
+    s = scorer.scores(hist)
+    s[:, 0] = -1
+    s[:, 1] = -1
+    hr = (s[:, 2:] > s[:, 2:3]).sum(1).lt(5).float().mean().item()  # target item 2, rank < 5 among 19 others
+    assert hr == pytest.approx(5 / 19, abs=0.03)
+
+
 def test_cli_run_scorer_by_kind_and_default_output(tmp_path, prepared, monkeypatch):
     import mmesid.serve.runs as ev
 

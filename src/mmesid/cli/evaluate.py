@@ -1,4 +1,4 @@
-"""`mmesid evaluate`: full-ranking metrics of a trained run (or the popularity floor) on a split."""
+"""`mmesid evaluate`: full-ranking metrics of a trained run (or the popularity or random floor) on a split."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ def register(sub) -> None:
     which.add_argument("--run", type=Path, help="run folder of a trained model (sasrec or finetune)")
     which.add_argument("--popularity", action="store_true",
                        help="evaluate the most-popular baseline instead (never written into a run)")
+    which.add_argument("--random", action="store_true",
+                       help="evaluate random scores instead (the chance floor, seed 0; never written into a run)")
     p.add_argument("--split", choices=["valid", "test"], default="test")
     p.add_argument("--target-items", type=Path, metavar="PATH",
                    help="only users whose target is one of these items: a text file of item ids (one per line) "
                         "or a cold-split dataset folder (its cold items, `mmesid data cold-split`)")
     p.add_argument("--out", type=Path, metavar="FILE.json",
                    help="where to write the results (default with --run: RUN/eval_<split>.json; "
-                        "with --popularity: printed only)")
+                        "with --popularity or --random: printed only)")
     p.add_argument("--ranks-out", type=Path, metavar="FILE.npy",
                    help="also save every user's 0-based target rank (int64, in the dataset's user order), "
                         "for paired significance tests between runs (benchmarks/paired_test.py)")
@@ -67,6 +69,11 @@ def _scorer(args, data, device):
         from ..models.popularity import Popularity
 
         return Popularity(data.item_frequency()), MAX_HISTORY, "popularity"
+    if args.random:
+        from ..data.split import MAX_HISTORY
+        from ..models.random_scores import RandomScores
+
+        return RandomScores(data.n_items, seed=0), MAX_HISTORY, "random"
     from ..serve.runs import load_run_scorer
 
     return load_run_scorer(args.run, data, device)

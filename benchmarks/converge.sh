@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The converged chain on one dataset, all ours (issue 8): our SASRec's E_c -> MiniLM E_t -> MM-RQ-VAE on
+# (E_c, E_t) -> fine-tuning runs trained to convergence (validation-selected, tested on every user).
+#   bash benchmarks/converge.sh RUN [RUN ...]        RUN = NAME[:seed]
+# NAME: any fine-tuning variant (mme-sid, e4srec, mme-sid-random, se-sid, ...), or
+#   wo-fusion      MME-SID scored with E_x only (the paper's "w/o Fusion")
+#   e4srec-fusion  E4SRec's inputs with MME-SID's frequency-aware fusion (which part of the gap is the scoring)
+#   mme-sid-xc     MME-SID with E_x initialised at W_c E_c + b_c (target_init = "collaborative")
+# Beauty (default):  bash benchmarks/converge.sh mme-sid:42 e4srec:42
+# Sports:            SOURCE=../shared/data/sports FORMAT=interactions DATA=data/sports OUT=benchmarks/out/converge-sports \
+#                    CONFIG=configs/finetune_sports_converge.toml bash benchmarks/converge.sh mme-sid:42 e4srec:42
+# A finished run (metrics.json present) is skipped, an interrupted one resumes from its checkpoint; SASRec,
+# the text encoding and the quantiser run first when missing. Environment: SOURCE + FORMAT (authors |
+# interactions: SOURCE/interactions.csv + SOURCE/items.csv), DATA (prepared dataset), SASREC (a finished
+# `mmesid sasrec train` run on DATA), OUT (runs root), CONFIG, THREADS (overrides the config's threads:
+# two 1-thread runs side by side train ~1.3x more steps per hour on 2 cores than one 2-thread run after
+# another; BENCHMARKS.md section 8).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .venv/bin/activate
+SOURCE=${SOURCE:-../shared/data/beauty}
+FORMAT=${FORMAT:-authors}
+DATA=${DATA:-data/beauty}
+OUT=${OUT:-benchmarks/out/converge-beauty}
+SASREC=${SASREC:-$OUT/sasrec}
+CONFIG=${CONFIG:-configs/finetune_beauty_converge.toml}
+THREADS=${THREADS:-}
+log() { echo "[$(date -u +%FT%TZ)] $*"; }
+mkdir -p "$OUT"
+if [ ! -d "$DATA" ]; then
+  case $FORMAT in
+    authors) mmesid data prepare "$SOURCE" --format authors --out "$DATA" ;;
+    interactions) mmesid data prepare "$SOURCE/interactions.csv" --format interactions --items "$SOURCE/items.csv" --out "$DATA" ;;
+    *) echo "FORMAT must be authors or interactions, got $FORMAT" >&2; exit 2 ;;
+  esac
+fi
+[ -f "$SASREC/metrics.json" ] || { log "sasrec"; mmesid sasrec train --data "$DATA" --out "$SASREC" --quiet > "$SASREC.log" 2>&1; }
+EC=$SASREC/item_embeddings.safetensors
+ET=$OUT/E_t.safetensors
+[ -f "$ET" ] || { log "encode text"; mmesid encode text --data "$DATA" --out "$ET" --threads 2 --quiet; }
+Q=$OUT/quantize
+[ -f "$Q/metrics.json" ] || { log "quantize"; mmesid quantize train --data "$DATA" --emb c="$EC" --emb t="$ET" \
+    --out "$Q" --threads 2 --quiet > "$OUT/quantize.log" 2>&1; }
+for spec in "$@"; do
+  name=${spec%%:*}; seed=${spec#*:}; [ "$seed" != "$spec" ] || seed=42
+  dir=$OUT/$name-s$seed
+  [ -f "$dir/metrics.json" ] && { log "skip $name seed $seed (done)"; continue; }
+  case $name in
+    wo-fusion) sets=(--set variant='"mme-sid"' --set fusion=false) ;;
+    e4srec-fusion) sets=(--set variant='"e4srec"' --set fusion=true) ;;
+    mme-sid-xc) sets=(--set variant='"mme-sid"' --set target_init='"collaborative"') ;;
+    *) sets=(--set variant="\"$name\"") ;;
+  esac
+  [ -z "$THREADS" ] || sets+=(--set threads="$THREADS")
+  log "start $name seed $seed"
+  /usr/bin/time -v mmesid finetune --data "$DATA" --emb c="$EC" --emb t="$ET" --sids "$Q/export" --out "$dir" \
+      --config "$CONFIG" --quiet "${sets[@]}" --set seed="$seed" > "$dir.log" 2>&1 || { log "FAILED $name"; continue; }
+  log "done $name seed $seed: $(python -c "import json;m=json.load(open('$dir/metrics.json'));print({k:round(v,4) for k,v in m['test'].items() if '@10' in k}, 'best step', m['best_step'], 'of', m['steps'])")"
+done
