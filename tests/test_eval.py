@@ -36,7 +36,7 @@ def independent_metrics(table, histories, targets, ks):
     least as high (ties count against the target)."""
     out = {f"{m}@{k}": 0.0 for k in ks for m in ("HR", "nDCG")}
     for u in range(len(targets)):
-        hist = set(int(i) for i in histories[u])
+        hist = {int(i) for i in histories[u]}
         t = targets[u]
         pos = sum(1 for i in range(1, table.shape[1])
                   if i != t and i not in hist and table[u][i] >= table[u][t])
@@ -201,8 +201,8 @@ def test_cli_run_scorer_by_kind_and_default_output(tmp_path, prepared, monkeypat
 
 
 def test_cli_refusals(tmp_path, prepared, monkeypatch, capsys):
-    import mmesid.serve.runs as ev
     import mmesid.io
+    import mmesid.serve.runs as ev
 
     folder, data = prepared
     monkeypatch.setitem(ev.SCORERS, "sasrec", lambda r, d, dev: (lambda h: torch.zeros(len(h), 21), 50))
