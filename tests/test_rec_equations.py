@@ -275,3 +275,20 @@ def test_collaborative_target_init_starts_at_the_collaborative_source(env, varia
             assert torch.allclose(s[0][:, 1:], s[1][:, 1:], atol=1e-4)
     with pytest.raises(Exception, match="target_init"):
         cfg_for(env, variant="mme-sid", modalities=["t"], target_init="collaborative")
+
+
+def test_sum_fusion_scores_with_every_source_at_weight_one(env):
+    """fusion_mode = "sum": score = <o, E_x[i]> + sum_j <o, W_j E_j[i] + b_j> (no gate module): the item's
+    output embedding is E_x plus its projected tables. Fusion off still scores with E_x alone."""
+    model = build_model(cfg_for(env, variant="mme-sid", fusion_mode="sum"), env["data"], env["emb"],
+                        env["sids"], torch.device("cpu")).eval()
+    assert model.fusion is None and model.use_fusion
+    o = torch.randn(3, model.E_x.shape[1], generator=torch.Generator().manual_seed(2))
+    full = {j: load_tensors(env["emb"][j])[0]["embedding"] for j in "ctv"}
+    table = model.E_x.detach() + sum(_linear(full[j], model.inputs.proj[j]) for j in "ctv")
+    with torch.no_grad():
+        assert torch.allclose(model.score(o), o @ table.T, atol=1e-4)
+    off = build_model(cfg_for(env, variant="mme-sid", fusion=False, fusion_mode="sum"), env["data"], env["emb"],
+                      env["sids"], torch.device("cpu")).eval()
+    with torch.no_grad():
+        assert torch.allclose(off.score(o), o @ off.E_x.detach().T)

@@ -68,7 +68,8 @@ def build_model(cfg: FinetuneConfig, data: SequenceData, emb_paths: dict[str, st
     prompt = PromptTemplate.build(bb.tokenizer, cfg.system_prompt, cfg.instruction)
     cache = cfg.cache_prefix and not cfg.backbone.gradient_checkpointing  # HF: no cache with checkpointing
     model = LLMRecommender(bb, inputs, data.item_frequency(), prompt, use_fusion(cfg), cfg.fusion_hidden,
-                           cfg.fusion_temperature, seed=cfg.seed, cache_prefix=cache, target_init=cfg.target_init)
+                           cfg.fusion_temperature, seed=cfg.seed, cache_prefix=cache, target_init=cfg.target_init,
+                           fusion_mode=cfg.fusion_mode)
     if cfg.backbone.load_in_4bit:  # the quantised backbone is placed already; move only the new modules
         for name, child in model.named_children():
             if name != "llm":

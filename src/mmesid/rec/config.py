@@ -47,6 +47,9 @@ class FinetuneConfig:
     fusion: bool | None = None  # None = auto: on for MME-SID and its ablations, off for the baselines
     fusion_hidden: list[int] = field(default_factory=lambda: [64, 10, 64])  # authors: 1-64-10-64-4
     fusion_temperature: float = bounded(1.0, gt=0.0)
+    # how the sources are combined when fusion is on: "gate" (paper, eq. 17-18, frequency-aware weights) or
+    # "sum" (ours, an option: every source with weight 1; README "Improvements")
+    fusion_mode: Literal["gate", "sum"] = "gate"
     # the new target table E_x at initialisation: "random" (paper, N(0, 0.02)) or "collaborative", a copy of
     # each item's projected collaborative embedding W_c E_c + b_c (ours, an option: see README "Improvements")
     target_init: Literal["random", "collaborative"] = "random"

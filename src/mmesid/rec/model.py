@@ -22,7 +22,7 @@ from .prompt import PromptTemplate, assemble, history_positions, right_align_len
 class LLMRecommender(nn.Module):
     def __init__(self, backbone: Backbone, inputs: ItemInputs, freq, prompt: PromptTemplate, fusion: bool,
                  fusion_hidden: list[int], fusion_temperature: float = 1.0, seed: int = 0,
-                 cache_prefix: bool = True, target_init: str = "random"):
+                 cache_prefix: bool = True, target_init: str = "random", fusion_mode: str = "gate"):
         super().__init__()
         self.llm = backbone.model
         self.backbone_name = backbone.name
@@ -31,9 +31,12 @@ class LLMRecommender(nn.Module):
         self.register_buffer("prefix_ids", torch.tensor(prompt.prefix_ids, dtype=torch.long), persistent=False)
         self.register_buffer("suffix_ids", torch.tensor(prompt.suffix_ids, dtype=torch.long), persistent=False)
         self.E_x = nn.Parameter(self._initial_targets(inputs, backbone.hidden_size, target_init, seed))
+        if fusion_mode not in ("gate", "sum"):
+            raise MmesidError(f"unknown fusion_mode {fusion_mode!r} (known: gate, sum)")
         self.use_fusion = fusion
+        self.fusion_mode = fusion_mode if fusion else None
         self.fusion = (FrequencyFusion(freq, 1 + len(inputs.modalities), fusion_hidden, fusion_temperature)
-                       if fusion else None)
+                       if fusion and fusion_mode == "gate" else None)
         self.n_prefix = len(prompt.prefix_ids)
         self.cache_prefix = cache_prefix
         self._frozen_prefix = None  # inference-time prefix cache, see _prefix_cache
@@ -73,7 +76,7 @@ class LLMRecommender(nn.Module):
         projecting the whole catalogue every step (the catalogue is much larger than a batch).
         """
         out = [o @ self.E_x.T]
-        if self.fusion is not None:
+        if self.use_fusion:
             for j in self.inputs.modalities:
                 lin = self.inputs.proj[j]
                 e = getattr(self.inputs, f"E_{j}").to(o.dtype)
@@ -81,8 +84,14 @@ class LLMRecommender(nn.Module):
         return out
 
     def score(self, o: torch.Tensor) -> torch.Tensor:
-        if self.fusion is None:
+        """Fusion off: <o, E_x[i]>. "gate" (paper, eq. 18): frequency-aware weights per item and source.
+        "sum" (ours, an option): every source with weight 1, i.e. <o, E_x[i] + sum_j (W_j E_j[i] + b_j)>:
+        the item's output embedding is E_x plus its projected modalities, so no source can be switched
+        off (the gate settles on one source on Beauty; README "Improvements")."""
+        if not self.use_fusion:
             return o @ self.E_x.T
+        if self.fusion_mode == "sum":
+            return sum(self.source_scores(o))
         return self.fusion(self.source_scores(o))
 
     def _cache_kwarg(self) -> str:

@@ -234,7 +234,8 @@ def _report(task: FinetuneTask, loop: TrainingLoop, rt: Runtime, data: SequenceD
     """metrics.json: what was trained, the best weights' validation and test metrics, costs."""
     core, st, cfg = task.core, loop.state, task.cfg
     m = {"model": cfg.variant, "backbone": core.backbone_name, "modalities": core.inputs.modalities,
-         "fusion": core.use_fusion, "prompt": core.prompt.text, "steps": st.step, "plan": task.plan,
+         "fusion": core.use_fusion, "fusion_mode": core.fusion_mode, "prompt": core.prompt.text,
+         "steps": st.step, "plan": task.plan,
          "best_step": st.best_step, "stopped_early": st.stopped_early, "processes": rt.world,
          "train_prompts": len(task.examples), "train_targets": task.examples.n_targets,
          "parameters": parameter_counts(core), "history": st.history}
