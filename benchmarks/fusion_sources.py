@@ -1,6 +1,7 @@
 """Which score source carries a fine-tuned run with frequency-aware fusion (issue 8: what limits MME-SID).
 
     python benchmarks/fusion_sources.py --data data/beauty --run runs/mme-sid [--users 2000] [--split valid]
+        [--checkpoint runs/mme-sid/checkpoints/step-000000200] [--weights-only]
 
 Scores a fixed random sample of users (seeded) with the fused score and with each source alone
 (<o, E_x[i]>, then <o, W_j E_j[i] + b_j> for each modality), and prints the fusion weights averaged over
@@ -43,19 +44,24 @@ def main() -> None:
     p.add_argument("--users", type=int, default=2000, help="random sample of users (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint", help="score with the trainable weights of this checkpoint folder of the run")
+    p.add_argument("--weights-only", action="store_true", help="print the fusion weights only (no scoring)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = SequenceData.load(args.data)
     model, max_len, kind = load_run_scorer(args.run, data, "cpu")
     if kind != "finetune" or getattr(model, "fusion", None) is None:
         raise SystemExit(f"{args.run}: not a fine-tuning run with fusion")
+    if args.checkpoint:
+        state = torch.load(f"{args.checkpoint}/state.pt", weights_only=True, map_location="cpu")
+        model.load_trainable_state(state["task"]["weights"])
     ex = eval_examples(data.sequences, args.split)
     if args.users and args.users < len(ex):
         keep = np.sort(np.random.default_rng(args.seed).choice(len(ex), args.users, replace=False))
         ex = EvalExamples([ex.histories[i] for i in keep], ex.targets[keep], ex.users[keep])
     names = ["E_x"] + [f"{j} (W_{j} E_{j} + b_{j})" for j in model.inputs.modalities]
-    out = {"run": args.run, "split": args.split, "users": len(ex), "sources": {}}
-    for k, name in [(None, "fused")] + list(enumerate(names)):
+    out = {"run": args.run, "checkpoint": args.checkpoint, "split": args.split, "users": len(ex), "sources": {}}
+    for k, name in ([] if args.weights_only else [(None, "fused")] + list(enumerate(names))):
         m = evaluate(source_scorer(model, k), ex, batch_size=256, max_len=max_len, progress=False)
         out["sources"][name] = {key: round(v, 4) for key, v in m.items() if "@10" in key or "@20" in key}
         print(name, out["sources"][name], flush=True)
