@@ -40,6 +40,7 @@ ev popularity-all-test --data "$COLD" --popularity
 ev random-all-test --data "$COLD" --random
 ev before-add-all-test --data "$COLD" --run "$FT"
 ev sasrec-cold-test --data "$COLD" --run "$OUT/sasrec" --target-items "$COLD"
+ev sasrec-all-test --data "$COLD" --run "$OUT/sasrec"
 for init in knn mean zero; do  # the E_c / E_x rows of an item with no interactions, chosen on validation
   mmesid items add --run "$FT" --items "$COLD" --init "$init" > /dev/null
   ev "add-$init-cold-valid" --data "$COLD" --run "$FT" --split valid --target-items "$COLD"
@@ -56,4 +57,5 @@ mmesid items add --run "$FT" --items "$COLD" --init "$best" > /dev/null
 ev "add-$best-cold-test" --data "$COLD" --run "$FT" --target-items "$COLD"
 ev "add-$best-all-test" --data "$COLD" --run "$FT"
 ev upper-bound-cold-test --data "$DATA" --run "$FULL_RUN" --target-items "$COLD"
-log done
+ev upper-bound-all-test --data "$DATA" --run "$FULL_RUN"
+log done; python benchmarks/cold_items_table.py "$OUT"
