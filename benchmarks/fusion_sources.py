@@ -19,21 +19,30 @@ import torch
 from mmesid.data.dataset import SequenceData
 from mmesid.data.split import EvalExamples, eval_examples
 from mmesid.eval.ranking import evaluate
-from mmesid.rec.prompt import right_align_lengths
 from mmesid.serve.runs import load_run_scorer
 
 
-def source_scorer(model, source: int | None):
-    """scores(histories) of one source (None = the fused score)."""
+class SourceScorer:
+    """scores(histories) of one source (None = the fused score). The evaluator calls it with the same
+    batches in the same order on every pass, so the LLM's user states o are computed on the first pass
+    only and reused (checked) for the other sources."""
+
+    def __init__(self, model):
+        self.model, self.source, self.cache, self.calls = model, None, [], 0
+
+    def use(self, source: int | None) -> SourceScorer:
+        self.source, self.calls = source, 0
+        return self
 
     @torch.no_grad()
-    def scores(histories: torch.Tensor) -> torch.Tensor:
-        right, lengths = right_align_lengths(histories)
-        hs, final, _ = model.hidden(right, lengths)
-        o = hs[torch.arange(len(final)), final].float()
-        return model.score(o) if source is None else model.source_scores(o)[source]
-
-    return scores
+    def scores(self, histories: torch.Tensor) -> torch.Tensor:
+        if self.calls == len(self.cache):
+            self.cache.append((histories.clone(), self.model.user_states(histories)))
+        seen, o = self.cache[self.calls]
+        if not torch.equal(seen, histories):
+            raise RuntimeError("the evaluator changed its batch order between passes")
+        self.calls += 1
+        return self.model.score(o) if self.source is None else self.model.source_scores(o)[self.source]
 
 
 def main() -> None:
@@ -61,8 +70,9 @@ def main() -> None:
         ex = EvalExamples([ex.histories[i] for i in keep], ex.targets[keep], ex.users[keep])
     names = ["E_x"] + [f"{j} (W_{j} E_{j} + b_{j})" for j in model.inputs.modalities]
     out = {"run": args.run, "checkpoint": args.checkpoint, "split": args.split, "users": len(ex), "sources": {}}
+    scorer = SourceScorer(model)
     for k, name in ([] if args.weights_only else [(None, "fused")] + list(enumerate(names))):
-        m = evaluate(source_scorer(model, k), ex, batch_size=256, max_len=max_len, progress=False)
+        m = evaluate(scorer.use(k), ex, batch_size=256, max_len=max_len, progress=False)
         out["sources"][name] = {key: round(v, 4) for key, v in m.items() if "@10" in key or "@20" in key}
         print(name, out["sources"][name], flush=True)
     with torch.no_grad():

@@ -118,7 +118,6 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     return tensors, meta
 
 
-
 def state_dict_error(e: Exception) -> str:
     """torch's load_state_dict error in one line: its first detail, not the heading."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -133,6 +132,7 @@ def load_weights(module, path: str | os.PathLike, what: str) -> None:
         module.load_state_dict(state)
     except RuntimeError as e:
         raise MmesidError(f"{path}: does not fit {what} ({state_dict_error(e)})") from None
+
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()

@@ -64,13 +64,13 @@ def _check_writable(out: Path) -> None:
 
 def _scorer(args, data, device):
     """(scorer, max_len, name) of the run, after checking its kind and its dataset."""
-    if args.popularity:
+    if args.popularity or args.random:  # the floors: no run, the default history window
         from ..data.split import MAX_HISTORY
-        from ..models.popularity import Popularity
 
-        return Popularity(data.item_frequency()), MAX_HISTORY, "popularity"
-    if args.random:
-        from ..data.split import MAX_HISTORY
+        if args.popularity:
+            from ..models.popularity import Popularity
+
+            return Popularity(data.item_frequency()), MAX_HISTORY, "popularity"
         from ..models.random_scores import RandomScores
 
         return RandomScores(data.n_items, seed=0), MAX_HISTORY, "random"

@@ -51,7 +51,8 @@ class LLMRecommender(nn.Module):
         initialisation), so <o, E_x[i]> starts equal to the fusion's collaborative source and E_x only
         has to learn item-specific corrections. Why it exists: with a random E_x the frequency-aware
         fusion settles on the collaborative source within the first steps (w_c ~ 1 for every item on
-        Beauty), E_x's gradient is scaled by w_x ~ 0 and the table never trains (BENCHMARKS.md).
+        Beauty), E_x's gradient is scaled by w_x ~ 0 and the table never trains (BENCHMARKS.md). Screened
+        there, it does not change that: the gate still drops E_x, and validation is unchanged.
         """
         if how == "random":
             gen = torch.Generator().manual_seed(seed + 1)
@@ -185,12 +186,16 @@ class LLMRecommender(nn.Module):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def scores(self, histories: torch.Tensor) -> torch.Tensor:
-        """Left-padded histories [B, T] -> scores [B, n_items + 1] (the evaluator's interface)."""
+    def user_states(self, histories: torch.Tensor) -> torch.Tensor:
+        """Left-padded histories [B, T] -> o [B, D], the last hidden state that every item score reads."""
         right, lengths = right_align_lengths(histories.to(self.E_x.device))
         hs, final, _ = self.hidden(right, lengths)
-        o = hs[torch.arange(len(final), device=hs.device), final].float()  # bf16 backbone -> fp32 scoring
-        return self.score(o).float()
+        return hs[torch.arange(len(final), device=hs.device), final].float()  # bf16 backbone -> fp32 scoring
+
+    @torch.no_grad()
+    def scores(self, histories: torch.Tensor) -> torch.Tensor:
+        """Left-padded histories [B, T] -> scores [B, n_items + 1] (the evaluator's interface)."""
+        return self.score(self.user_states(histories)).float()
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
