@@ -31,7 +31,7 @@ def main() -> None:
     for f in sorted(args.out.glob("eval-add-*-cold-valid.json")):
         inits[f.name[len("eval-add-"):-len("-cold-valid.json")]] = json.loads(f.read_text())["nDCG@10"]
     if not inits:
-        raise SystemExit(f"{args.out}: no eval-add-*-cold-valid.json (has cold_items_beauty.sh run?)")
+        p.error(f"{args.out}: no eval-add-*-cold-valid.json (has cold_items_beauty.sh run?)")
     best = max(inits, key=inits.get)
     print("E_c / E_x initialisation of the added items, validation nDCG@10 on cold-target users: "
           + ", ".join(f"{k} {v:.4f}" for k, v in inits.items()) + f" -> {best}")

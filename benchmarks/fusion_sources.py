@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from mmesid.data.dataset import SequenceData
 from mmesid.data.split import EvalExamples, eval_examples
+from mmesid.errors import MmesidError
 from mmesid.eval.ranking import evaluate
 from mmesid.serve.runs import load_run_scorer
 
@@ -57,12 +59,17 @@ def main() -> None:
     p.add_argument("--weights-only", action="store_true", help="print the fusion weights only (no scoring)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    data = SequenceData.load(args.data)
-    model, max_len, kind = load_run_scorer(args.run, data, "cpu")
+    try:
+        data = SequenceData.load(args.data)
+        model, max_len, kind = load_run_scorer(args.run, data, "cpu")
+    except MmesidError as e:
+        p.error(str(e))
     if kind != "finetune" or getattr(model, "fusion", None) is None:
-        raise SystemExit(f"{args.run}: not a fine-tuning run with fusion")
+        p.error(f"{args.run}: not a fine-tuning run with fusion")
     if args.checkpoint:
-        state = torch.load(f"{args.checkpoint}/state.pt", weights_only=True, map_location="cpu")
+        if not Path(args.checkpoint, "state.pt").is_file():
+            p.error(f"--checkpoint {args.checkpoint}: no state.pt (a checkpoints/step-N folder of the run)")
+        state = torch.load(Path(args.checkpoint, "state.pt"), weights_only=True, map_location="cpu")
         model.load_trainable_state(state["task"]["weights"])
     ex = eval_examples(data.sequences, args.split)
     if args.users and args.users < len(ex):

@@ -200,6 +200,26 @@ def test_cli_run_scorer_by_kind_and_default_output(tmp_path, prepared, monkeypat
     assert got["model"] == "sasrec" and got["split"] == "valid"
 
 
+def test_cli_replaces_only_its_own_earlier_results(tmp_path, prepared, capsys):
+    """--out / --ranks-out naming an existing file of the user's: refused before any work, the file
+    untouched; an earlier result of the command is replaced."""
+    folder, _ = prepared
+    base = ["evaluate", "--data", str(folder), "--random", "--quiet"]
+    theirs_json, theirs_npy = tmp_path / "notes.json", tmp_path / "table.npy"
+    theirs_json.write_text('{"mine": 1}')
+    np.save(theirs_npy, np.zeros((3, 4), dtype=np.float32))
+    before = theirs_npy.read_bytes()
+    for args, what in (([ "--out", str(theirs_json)], "--out"), (["--ranks-out", str(theirs_npy)], "--ranks-out")):
+        assert main(base + args) == 2
+        err = capsys.readouterr().err
+        assert f"{what} " in err and "is not an earlier `mmesid evaluate` result" in err and "Traceback" not in err
+    assert theirs_json.read_text() == '{"mine": 1}' and theirs_npy.read_bytes() == before
+    out, ranks = tmp_path / "r.json", tmp_path / "r.npy"
+    for _ in range(2):  # the second run replaces the first run's files
+        assert main(base + ["--out", str(out), "--ranks-out", str(ranks)]) == 0
+    assert json.loads(out.read_text())["model"] == "random" and np.load(ranks).shape[1] == 2
+
+
 def test_cli_refusals(tmp_path, prepared, monkeypatch, capsys):
     import mmesid.io
     import mmesid.serve.runs as ev

@@ -48,7 +48,30 @@ def _output_file(args) -> Path | None:
         if run_r in out_r.parents and (out_r.parent != run_r or not out_r.name.startswith("eval_")):
             raise MmesidError(f"--out {out}: inside the run folder only eval_<name>.json may be written")
     _check_writable(out)
+    _check_replaceable(out, "--out")
     return out
+
+
+def _check_replaceable(out: Path, what: str) -> None:
+    """An existing file is replaced only if it is an earlier result of this command (a results JSON with
+    its keys, or a ranks array [users, 2] of int64); anything else of the user's is left alone."""
+    if not out.is_file():
+        return
+    try:
+        if out.suffix.lower() == ".json":
+            import json
+
+            ours = {"model", "split", "data_fingerprint"} <= set(json.loads(out.read_text()))
+        else:
+            import numpy as np
+
+            a = np.load(out, allow_pickle=False)
+            ours = a.dtype == np.int64 and a.ndim == 2 and a.shape[1] == 2
+    except (OSError, ValueError, TypeError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise MmesidError(f"{what} {out}: the file exists and is not an earlier `mmesid evaluate` result; "
+                          "choose another name or remove it")
 
 
 def _check_writable(out: Path) -> None:
@@ -128,6 +151,7 @@ def cmd_evaluate(args) -> int:
         from ..artifacts.outputs import check_output_file
 
         check_output_file(args.ranks_out, inputs=[args.data, args.run], what="--ranks-out", suffixes=(".npy",))
+        _check_replaceable(args.ranks_out, "--ranks-out")
     m = evaluate(scorer, examples, batch_size=args.batch_size, max_len=max_len, device=device,
                  progress=not args.quiet, return_ranks=args.ranks_out is not None)
     if args.ranks_out is not None:
