@@ -6,7 +6,7 @@
 # popularity, random, and the upper bound: MME-SID trained on the full data ($FULL_RUN), on the same users.
 #   bash benchmarks/cold_items_beauty.sh          (resumes: finished steps are skipped)
 # Environment: DATA (prepared Beauty), OUT (runs root), FULL_RUN (a converged MME-SID run on DATA),
-# CONFIG (fine-tuning config).
+# CONFIG (fine-tuning config), THREADS (CPU threads per stage; 0 = torch default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -14,18 +14,19 @@ DATA=${DATA:-data/beauty}
 OUT=${OUT:-benchmarks/out/cold-beauty}
 FULL_RUN=${FULL_RUN:-benchmarks/out/converge-beauty/mme-sid-s42}
 CONFIG=${CONFIG:-configs/finetune_beauty_converge.toml}
+THREADS=${THREADS:-0}
 COLD=$OUT/data
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
 mkdir -p "$OUT"
 [ -d "$COLD" ] || mmesid data cold-split --data "$DATA" --fraction 0.05 --seed 0 --out "$COLD"
-[ -f "$OUT/sasrec/metrics.json" ] || { log sasrec; mmesid sasrec train --data "$COLD" --out "$OUT/sasrec" --quiet > "$OUT/sasrec.log" 2>&1; }
+[ -f "$OUT/sasrec/metrics.json" ] || { log sasrec; mmesid sasrec train --data "$COLD" --out "$OUT/sasrec" --threads "$THREADS" --quiet >> "$OUT/sasrec.log" 2>&1; }
 EC=$OUT/sasrec/item_embeddings.safetensors; ET=$OUT/E_t.safetensors
-[ -f "$ET" ] || { log encode; mmesid encode text --data "$COLD" --out "$ET" --threads 2 --quiet; }
+[ -f "$ET" ] || { log encode; mmesid encode text --data "$COLD" --out "$ET" --threads "$THREADS" --quiet; }
 [ -f "$OUT/quantize/metrics.json" ] || { log quantize; mmesid quantize train --data "$COLD" --emb c="$EC" --emb t="$ET" \
-    --out "$OUT/quantize" --threads 2 --quiet > "$OUT/quantize.log" 2>&1; }
+    --out "$OUT/quantize" --threads "$THREADS" --quiet >> "$OUT/quantize.log" 2>&1; }
 FT=$OUT/mme-sid
 [ -f "$FT/metrics.json" ] || { log finetune; mmesid finetune --data "$COLD" --emb c="$EC" --emb t="$ET" \
-    --sids "$OUT/quantize/export" --out "$FT" --config "$CONFIG" --quiet --set variant='"mme-sid"' > "$OUT/finetune.log" 2>&1; }
+    --sids "$OUT/quantize/export" --out "$FT" --config "$CONFIG" --threads "$THREADS" --quiet --set variant='"mme-sid"' >> "$OUT/finetune.log" 2>&1; }
 ev() {  # name, args...
   local name=$1; shift
   [ -f "$OUT/eval-$name.json" ] || mmesid evaluate --quiet --out "$OUT/eval-$name.json" "$@" > /dev/null

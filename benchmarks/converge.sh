@@ -12,7 +12,7 @@
 # A finished run (metrics.json present) is skipped, an interrupted one resumes from its checkpoint; SASRec,
 # the text encoding and the quantiser run first when missing. Environment: SOURCE + FORMAT (authors |
 # interactions: SOURCE/interactions.csv + SOURCE/items.csv), DATA (prepared dataset), SASREC (a finished
-# `mmesid sasrec train` run on DATA), OUT (runs root), CONFIG, THREADS (overrides the config's threads:
+# `mmesid sasrec train` run on DATA), OUT (runs root), CONFIG, THREADS (CPU threads of every stage; overrides the config's threads:
 # two 1-thread runs side by side train ~1.3x more steps per hour on 2 cores than one 2-thread run after
 # another; BENCHMARKS.md section 8).
 set -euo pipefail
@@ -34,13 +34,13 @@ if [ ! -d "$DATA" ]; then
     *) echo "FORMAT must be authors or interactions, got $FORMAT" >&2; exit 2 ;;
   esac
 fi
-[ -f "$SASREC/metrics.json" ] || { log "sasrec"; mmesid sasrec train --data "$DATA" --out "$SASREC" --quiet > "$SASREC.log" 2>&1; }
+[ -f "$SASREC/metrics.json" ] || { log "sasrec"; mmesid sasrec train --data "$DATA" --out "$SASREC" --threads "${THREADS:-0}" --quiet > "$SASREC.log" 2>&1; }
 EC=$SASREC/item_embeddings.safetensors
 ET=$OUT/E_t.safetensors
-[ -f "$ET" ] || { log "encode text"; mmesid encode text --data "$DATA" --out "$ET" --threads 2 --quiet; }
+[ -f "$ET" ] || { log "encode text"; mmesid encode text --data "$DATA" --out "$ET" --threads "${THREADS:-2}" --quiet; }
 Q=$OUT/quantize
 [ -f "$Q/metrics.json" ] || { log "quantize"; mmesid quantize train --data "$DATA" --emb c="$EC" --emb t="$ET" \
-    --out "$Q" --threads 2 --quiet > "$OUT/quantize.log" 2>&1; }
+    --out "$Q" --threads "${THREADS:-2}" --quiet > "$OUT/quantize.log" 2>&1; }
 for spec in "$@"; do
   name=${spec%%:*}; seed=${spec#*:}; [ "$seed" != "$spec" ] || seed=42
   dir=$OUT/$name-s$seed
