@@ -66,6 +66,21 @@ def test_cli_finetune_records_the_run_then_evaluate(env, tmp_path, capsys):
         load_scorer(out, other, "cpu")
 
 
+def test_cli_finetune_no_test_scores_validation_only(env, tmp_path, monkeypatch, capsys):
+    from mmesid.rec import train as rec_train
+
+    splits = []
+    real = rec_train.eval_examples
+    monkeypatch.setattr(rec_train, "eval_examples", lambda seqs, split: splits.append(split) or real(seqs, split))
+    out = tmp_path / "run"
+    assert finetune(env, out, "--set", "max_steps=2", "--no-test") == 0
+    m = read_json(out / "metrics.json")
+    assert "test" not in m and m["valid"]["users"] > 0 and "nDCG@10" in m["valid"]
+    assert "test" not in splits  # the test split is never even built
+    printed = capsys.readouterr().out
+    assert "valid" in printed and "test " not in printed
+
+
 def test_cli_resume_policy(env, tmp_path, capsys):
     out = tmp_path / "run"
     assert finetune(env, out, "--set", "max_steps=2") == 0

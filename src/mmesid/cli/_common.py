@@ -90,8 +90,10 @@ def print_metrics(title: str, metrics: dict) -> None:
 
 
 def print_valid_test(metrics: dict) -> None:
-    print_metrics("valid", metrics["valid"])
-    print_metrics("test ", metrics["test"])
+    if "valid" in metrics:
+        print_metrics("valid", metrics["valid"])
+    if "test" in metrics:
+        print_metrics("test ", metrics["test"])
 
 
 def print_json(obj) -> None:

@@ -22,6 +22,9 @@ def register(sub) -> None:
                    help="item embeddings E_c / E_t / E_v (FILE[:KEY], .safetensors or .npy); repeatable. "
                         "Resuming without --emb uses the run's own")
     p.add_argument("--sids", type=Path, help="quantiser export folder (semantic_ids/codebooks.safetensors)")
+    p.add_argument("--no-test", action="store_true",
+                   help="do not score the test split at the end (screening options on validation; "
+                        "metrics.json then holds the validation metrics only)")
     add_run_args(p, "finetune", "fine-tuning")
     add_config_args(p)
     add_runtime_args(p)
@@ -71,7 +74,8 @@ def cmd_finetune(args) -> int:
     run = RunDir(out, KIND, rt.dist)
     with run.claim([args.data, *input_paths(embs, sids)], overwrite=args.overwrite):
         run.add_info({"command": args.command_line, "data": str(Path(args.data).resolve())})
-        m = train_finetune(data, cfg, run, embs, sids, progress=not args.quiet, runtime=rt)
+        m = train_finetune(data, cfg, run, embs, sids, progress=not args.quiet, runtime=rt,
+                           evaluate_test=not args.no_test)
     if not rt.is_main:  # data-parallel: one report is enough
         return 0
     print_valid_test(m)

@@ -239,12 +239,12 @@ def _report(task: FinetuneTask, loop: TrainingLoop, rt: Runtime, data: SequenceD
          "best_step": st.best_step, "stopped_early": st.stopped_early, "processes": rt.world,
          "train_prompts": len(task.examples), "train_targets": task.examples.n_targets,
          "parameters": parameter_counts(core), "history": st.history}
-    if evaluate_test:
-        best = [h for h in st.history if h["step"] == st.best_step]
-        if best:  # the best weights were validated already (on the valid_users sample, or all users)
-            m["valid"] = {**{k: v for k, v in best[-1].items() if "@" in k}, "users": len(task.valid)}
-        else:
-            m["valid"] = distributed_evaluate(rt, task.model, task.valid, cfg, progress)
+    best = [h for h in st.history if h["step"] == st.best_step]
+    if best:  # the best weights were validated already (on the valid_users sample, or all users)
+        m["valid"] = {**{k: v for k, v in best[-1].items() if "@" in k}, "users": len(task.valid)}
+    elif evaluate_test:
+        m["valid"] = distributed_evaluate(rt, task.model, task.valid, cfg, progress)
+    if evaluate_test:  # off for screening on validation: the test split is then never scored
         m["test"] = distributed_evaluate(rt, task.model, eval_examples(data.sequences, "test"), cfg, progress)
     m["train_seconds"] = round(st.train_seconds, 1)  # optimiser steps only, over every session of the run
     m["valid_seconds_during_training"] = round(st.valid_seconds, 1)
