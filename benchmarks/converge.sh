@@ -2,7 +2,8 @@
 # The converged chain on one dataset, all ours (issue 8): our SASRec's E_c -> MiniLM E_t -> MM-RQ-VAE on
 # (E_c, E_t) -> fine-tuning runs trained to convergence (validation-selected, tested on every user).
 #   bash benchmarks/converge.sh RUN [RUN ...]        RUN = NAME[:seed]
-# NAME: any fine-tuning variant (mme-sid, e4srec, mme-sid-random, se-sid, ...), or
+# NAME: any fine-tuning variant (mme-sid, e4srec, mme-sid-random, ...), or
+#   se-sid         SE-SID: E_c and its own semantic IDs, from a quantiser trained on E_c alone (quantize-c/)
 #   wo-fusion      MME-SID scored with E_x only (the paper's "w/o Fusion")
 #   e4srec-fusion  E4SRec's inputs with MME-SID's frequency-aware fusion (which part of the gap is the scoring)
 #   mme-sid-xc     MME-SID with E_x initialised at W_c E_c + b_c (target_init = "collaborative")
@@ -45,6 +46,12 @@ for spec in "$@"; do
   name=${spec%%:*}; seed=${spec#*:}; [ "$seed" != "$spec" ] || seed=42
   dir=$OUT/$name-s$seed
   [ -f "$dir/metrics.json" ] && { log "skip $name seed $seed (done)"; continue; }
+  sids=$Q/export
+  if [ "$name" = se-sid ]; then  # single-embedding SIDs: a quantiser of E_c alone (same settings), not the c part of MM-RQ-VAE
+    sids=$OUT/quantize-c/export
+    [ -f "$OUT/quantize-c/metrics.json" ] || { log "quantize c only"; mmesid quantize train --data "$DATA" --emb c="$EC" \
+        --out "$OUT/quantize-c" --threads "${THREADS:-2}" --quiet > "$OUT/quantize-c.log" 2>&1; }
+  fi
   case $name in
     wo-fusion) sets=(--set variant='"mme-sid"' --set fusion=false) ;;
     e4srec-fusion) sets=(--set variant='"e4srec"' --set fusion=true) ;;
@@ -53,7 +60,7 @@ for spec in "$@"; do
   esac
   [ -z "$THREADS" ] || sets+=(--set threads="$THREADS")
   log "start $name seed $seed"
-  /usr/bin/time -v mmesid finetune --data "$DATA" --emb c="$EC" --emb t="$ET" --sids "$Q/export" --out "$dir" \
+  /usr/bin/time -v mmesid finetune --data "$DATA" --emb c="$EC" --emb t="$ET" --sids "$sids" --out "$dir" \
       --config "$CONFIG" --quiet "${sets[@]}" --set seed="$seed" > "$dir.log" 2>&1 || { log "FAILED $name"; continue; }
   log "done $name seed $seed: $(python -c "import json;m=json.load(open('$dir/metrics.json'));print({k:round(v,4) for k,v in m['test'].items() if '@10' in k}, 'best step', m['best_step'], 'of', m['steps'])")"
 done
