@@ -15,7 +15,8 @@
 # interactions: SOURCE/interactions.csv + SOURCE/items.csv), DATA (prepared dataset), SASREC (a finished
 # `mmesid sasrec train` run on DATA), OUT (runs root), CONFIG, THREADS (CPU threads of every stage; overrides the config's threads:
 # two 1-thread runs side by side train ~1.3x more steps per hour on 2 cores than one 2-thread run after
-# another; BENCHMARKS.md section 8).
+# another; BENCHMARKS.md section 8), SETS + TAG (extra overrides for every run, into folders NAME$TAG-sSEED:
+# SETS="epochs=10" TAG=-e10 bash benchmarks/converge.sh mme-sid:42 trains on a schedule twice as long).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -26,6 +27,9 @@ OUT=${OUT:-benchmarks/out/converge-beauty}
 SASREC=${SASREC:-$OUT/sasrec}
 CONFIG=${CONFIG:-configs/finetune_beauty_converge.toml}
 THREADS=${THREADS:-}
+SETS=${SETS:-}  # extra config overrides for every run, e.g. SETS="epochs=10"; give them a TAG (run folder NAME$TAG-sSEED)
+TAG=${TAG:-}
+[ -z "$SETS" ] || [ -n "$TAG" ] || { echo "SETS needs a TAG: runs with other settings go to other folders" >&2; exit 2; }
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
 mkdir -p "$OUT"
 if [ ! -d "$DATA" ]; then
@@ -44,7 +48,7 @@ Q=$OUT/quantize
     --out "$Q" --threads "${THREADS:-2}" --quiet > "$OUT/quantize.log" 2>&1; }
 for spec in "$@"; do
   name=${spec%%:*}; seed=${spec#*:}; [ "$seed" != "$spec" ] || seed=42
-  dir=$OUT/$name-s$seed
+  dir=$OUT/$name$TAG-s$seed
   [ -f "$dir/metrics.json" ] && { log "skip $name seed $seed (done)"; continue; }
   sids=$Q/export
   if [ "$name" = se-sid ]; then  # single-embedding SIDs: a quantiser of E_c alone (same settings), not the c part of MM-RQ-VAE
@@ -59,6 +63,7 @@ for spec in "$@"; do
     *) sets=(--set variant="\"$name\"") ;;
   esac
   [ -z "$THREADS" ] || sets+=(--set threads="$THREADS")
+  for kv in $SETS; do sets+=(--set "$kv"); done
   log "start $name seed $seed"
   /usr/bin/time -v mmesid finetune --data "$DATA" --emb c="$EC" --emb t="$ET" --sids "$sids" --out "$dir" \
       --config "$CONFIG" --quiet "${sets[@]}" --set seed="$seed" > "$dir.log" 2>&1 || { log "FAILED $name"; continue; }
