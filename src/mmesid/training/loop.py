@@ -180,6 +180,9 @@ class TrainingLoop:
                 st.run_loss, st.n_loss, validated = 0.0, 0, True
             if validated or (s.save_every and st.step % s.save_every == 0):
                 self._save()
+                if not validated and self.is_main:  # a heartbeat for logs of quiet (nohup) runs
+                    log.info("%s step %d of %d: loss %.4f, %.2f s/step so far", s.name, st.step, s.total_steps,
+                             st.run_loss / st.n_loss, st.train_seconds / st.step)
             if stop_after_steps is not None and st.step >= stop_after_steps:
                 if not validated and not (s.save_every and st.step % s.save_every == 0):
                     self._save()
