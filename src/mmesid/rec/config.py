@@ -66,6 +66,7 @@ class FinetuneConfig:
     batch_size: int = bounded(16, ge=1)  # prompts per micro-batch and process; effective = x grad_accum x processes
     grad_accum: int = bounded(1, ge=1)
     lr: float = bounded(3e-4, gt=0.0)
+    lora_lr: float = bounded(0.0, ge=0.0)  # 0 = lr; else the LoRA adapters' own lr (the new modules keep lr)
     weight_decay: float = bounded(0.0, ge=0.0)
     max_grad_norm: float = bounded(1.0, ge=0.0)  # 0 = no clipping
     warmup_steps: int = bounded(100, ge=0)
