@@ -39,13 +39,13 @@ if [ ! -d "$DATA" ]; then
     *) echo "FORMAT must be authors or interactions, got $FORMAT" >&2; exit 2 ;;
   esac
 fi
-[ -f "$SASREC/metrics.json" ] || { log "sasrec"; mmesid sasrec train --data "$DATA" --out "$SASREC" --threads "${THREADS:-0}" --quiet > "$SASREC.log" 2>&1; }
+[ -f "$SASREC/metrics.json" ] || { log "sasrec"; mmesid sasrec train --data "$DATA" --out "$SASREC" --threads "${THREADS:-0}" --quiet >> "$SASREC.log" 2>&1; }
 EC=$SASREC/item_embeddings.safetensors
 ET=$OUT/E_t.safetensors
 [ -f "$ET" ] || { log "encode text"; mmesid encode text --data "$DATA" --out "$ET" --threads "${THREADS:-2}" --quiet; }
 Q=$OUT/quantize
 [ -f "$Q/metrics.json" ] || { log "quantize"; mmesid quantize train --data "$DATA" --emb c="$EC" --emb t="$ET" \
-    --out "$Q" --threads "${THREADS:-2}" --quiet > "$OUT/quantize.log" 2>&1; }
+    --out "$Q" --threads "${THREADS:-2}" --quiet >> "$OUT/quantize.log" 2>&1; }
 for spec in "$@"; do
   name=${spec%%:*}; seed=${spec#*:}; [ "$seed" != "$spec" ] || seed=42
   dir=$OUT/$name$TAG-s$seed
@@ -54,7 +54,7 @@ for spec in "$@"; do
   if [ "$name" = se-sid ]; then  # single-embedding SIDs: a quantiser of E_c alone (same settings), not the c part of MM-RQ-VAE
     sids=$OUT/quantize-c/export
     [ -f "$OUT/quantize-c/metrics.json" ] || { log "quantize c only"; mmesid quantize train --data "$DATA" --emb c="$EC" \
-        --out "$OUT/quantize-c" --threads "${THREADS:-2}" --quiet > "$OUT/quantize-c.log" 2>&1; }
+        --out "$OUT/quantize-c" --threads "${THREADS:-2}" --quiet >> "$OUT/quantize-c.log" 2>&1; }
   fi
   case $name in
     wo-fusion) sets=(--set variant='"mme-sid"' --set fusion=false) ;;
@@ -66,6 +66,6 @@ for spec in "$@"; do
   for kv in $SETS; do sets+=(--set "$kv"); done
   log "start $name seed $seed"
   /usr/bin/time -v mmesid finetune --data "$DATA" --emb c="$EC" --emb t="$ET" --sids "$sids" --out "$dir" \
-      --config "$CONFIG" --quiet "${sets[@]}" --set seed="$seed" > "$dir.log" 2>&1 || { log "FAILED $name"; continue; }
+      --config "$CONFIG" --quiet "${sets[@]}" --set seed="$seed" >> "$dir.log" 2>&1 || { log "FAILED $name"; continue; }
   log "done $name seed $seed: $(python -c "import json;m=json.load(open('$dir/metrics.json'));print({k:round(v,4) for k,v in m['test'].items() if '@10' in k}, 'best step', m['best_step'], 'of', m['steps'])")"
 done
