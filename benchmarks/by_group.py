@@ -15,15 +15,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from paired_test import (
+    per_user,  # the per-user HR@k / nDCG@k of the paired tests (this folder)
+)
 
 from mmesid.data.dataset import SequenceData
 from mmesid.data.split import train_sequences
 from mmesid.errors import MmesidError
-
-
-def per_user(ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    hit = ranks < k
-    return np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0), hit.astype(float)
 
 
 def quantile_groups(values: np.ndarray, n: int) -> tuple[np.ndarray, list[str]]:
@@ -46,7 +44,7 @@ def table(title: str, groups: np.ndarray, labels: list[str], scores: dict[str, t
         sel = groups == g
         if not sel.any():
             continue
-        means = [scores[n][0][sel].mean() for n in names]
+        means = [scores[n][sel].mean() for n in names]
         ratios = [f"{m / means[0]:.3f}" if means[0] > 0 else "-" for m in means[1:]]
         rows.append(f"| {label} | {int(sel.sum())} | " + " | ".join(f"{m:.4f}" for m in means)
                     + " | " + " | ".join(ratios) + " |")
@@ -80,7 +78,7 @@ def main() -> int:
     scores = {}
     for name, r in ranks.items():
         by_user = dict(zip(r[:, 0].tolist(), r[:, 1].tolist()))
-        scores[name] = per_user(np.array([by_user[u] for u in users.tolist()]), args.k)
+        scores[name] = per_user(np.array([by_user[u] for u in users.tolist()]), args.k)[f"nDCG@{args.k}"]
     seqs = data.sequences
     hist_len = np.array([len(seqs[u]) - 1 for u in users])
     freq = np.zeros(data.n_items + 1)
