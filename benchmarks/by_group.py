@@ -65,7 +65,10 @@ def main() -> int:
             name, sep, path = spec.partition("=")
             if not sep:
                 raise MmesidError(f"{spec}: expected NAME=RANKS.npy")
-            r = np.load(path, allow_pickle=False)
+            try:
+                r = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise MmesidError(f"{path}: not a ranks file of `mmesid evaluate --ranks-out` ({e})") from None
             if r.ndim != 2 or r.shape[1] != 2:
                 raise MmesidError(f"{path}: expected a [users, 2] array of `mmesid evaluate --ranks-out`")
             ranks[name] = r
