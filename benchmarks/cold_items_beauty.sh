@@ -6,7 +6,8 @@
 # popularity, random, and the upper bound: MME-SID trained on the full data ($FULL_RUN), on the same users.
 #   bash benchmarks/cold_items_beauty.sh          (resumes: finished steps are skipped)
 # Environment: DATA (prepared Beauty), OUT (runs root), FULL_RUN (a converged MME-SID run on DATA),
-# CONFIG (fine-tuning config), THREADS (CPU threads per stage; 0 = torch default).
+# CONFIG (fine-tuning config), THREADS (CPU threads per stage; 0 = torch default), SETS (extra fine-tuning
+# overrides, e.g. SETS="epochs=2"; give $FULL_RUN the same ones so that the upper bound is trained alike).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -15,6 +16,8 @@ OUT=${OUT:-benchmarks/out/cold-beauty}
 FULL_RUN=${FULL_RUN:-benchmarks/out/converge-beauty/mme-sid-s42}
 CONFIG=${CONFIG:-configs/finetune_beauty_converge.toml}
 THREADS=${THREADS:-0}
+SETS=${SETS:-}
+sets=(); for kv in $SETS; do sets+=(--set "$kv"); done
 COLD=$OUT/data
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
 mkdir -p "$OUT"
@@ -26,7 +29,7 @@ EC=$OUT/sasrec/item_embeddings.safetensors; ET=$OUT/E_t.safetensors
     --out "$OUT/quantize" --threads "$THREADS" --quiet >> "$OUT/quantize.log" 2>&1; }
 FT=$OUT/mme-sid
 [ -f "$FT/metrics.json" ] || { log finetune; mmesid finetune --data "$COLD" --emb c="$EC" --emb t="$ET" \
-    --sids "$OUT/quantize/export" --out "$FT" --config "$CONFIG" --threads "$THREADS" --quiet --set variant='"mme-sid"' >> "$OUT/finetune.log" 2>&1; }
+    --sids "$OUT/quantize/export" --out "$FT" --config "$CONFIG" --threads "$THREADS" --quiet --set variant='"mme-sid"' "${sets[@]}" >> "$OUT/finetune.log" 2>&1; }
 ev() {  # name, args...
   local name=$1; shift
   [ -f "$OUT/eval-$name.json" ] || mmesid evaluate --quiet --out "$OUT/eval-$name.json" "$@" > /dev/null
@@ -42,19 +45,27 @@ ev random-all-test --data "$COLD" --random
 ev before-add-all-test --data "$COLD" --run "$FT"
 ev sasrec-cold-test --data "$COLD" --run "$OUT/sasrec" --target-items "$COLD"
 ev sasrec-all-test --data "$COLD" --run "$OUT/sasrec"
-for init in knn mean zero; do  # the E_c / E_x rows of an item with no interactions, chosen on validation
-  mmesid items add --run "$FT" --items "$COLD" --init "$init" > /dev/null
+# The E_c / E_x rows of an item with no interactions, chosen on validation: the mean of the k text-nearest
+# training items' rows (knnK), the mean of all training items (mean), or zero.
+add() {  # init name: knnK | mean | zero
+  case $1 in knn*) mmesid items add --run "$FT" --items "$COLD" --init knn --neighbours "${1#knn}" > /dev/null ;;
+             *) mmesid items add --run "$FT" --items "$COLD" --init "$1" > /dev/null ;; esac
+}
+INITS="knn1 knn3 knn10 mean zero"
+for init in $INITS; do
+  [ -f "$OUT/eval-add-$init-cold-valid.json" ] && continue
+  add "$init"
   ev "add-$init-cold-valid" --data "$COLD" --run "$FT" --split valid --target-items "$COLD"
   rm -rf "$FT/added_items"
 done
-best=$(python - "$OUT" <<'PY'
+best=$(python - "$OUT" $INITS <<'PY'
 import json, sys
 out = sys.argv[1]
-print(max(("knn", "mean", "zero"), key=lambda i: json.load(open(f"{out}/eval-add-{i}-cold-valid.json"))["nDCG@10"]))
+print(max(sys.argv[2:], key=lambda i: json.load(open(f"{out}/eval-add-{i}-cold-valid.json"))["nDCG@10"]))
 PY
 )
 log "best init on validation: $best"
-mmesid items add --run "$FT" --items "$COLD" --init "$best" > /dev/null
+add "$best"
 ev "add-$best-cold-test" --data "$COLD" --run "$FT" --target-items "$COLD"
 ev "add-$best-all-test" --data "$COLD" --run "$FT"
 ev upper-bound-cold-test --data "$DATA" --run "$FULL_RUN" --target-items "$COLD"

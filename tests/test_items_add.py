@@ -16,6 +16,7 @@ from mmesid.artifacts.added_items import read_added_items
 from mmesid.data.cold import cold_item_ids, cold_split
 from mmesid.data.dataset import SequenceData
 from mmesid.io import load_tensors, read_json
+from mmesid.rec.fusion import normalised_log_frequency
 from mmesid.serve import Recommender
 
 
@@ -64,25 +65,33 @@ def test_add_cold_items_then_evaluate_on_them(cold, capsys):
     d, ft = cold["dir"], cold["ft"]
     base = ["evaluate", "--data", d, "--run", ft, "--device", "cpu", "--quiet", "--target-items", d]
     assert run_cli(*base, "--out", cold["root"] / "before.json") == 0
-    assert run_cli("items", "add", "--run", ft, "--items", d, "--device", "cpu") == 0
+    assert run_cli("items", "add", "--run", ft, "--items", d, "--device", "cpu", "--neighbours", "3") == 0
     added = read_added_items(ft)
     data = cold["data"]
     ids = cold_item_ids(data)
     assert sorted(added.raw_ids) == sorted(ids) and all(int(n) <= data.n_items for n in added.numbers)
-    # E_c of a cold item = the mean E_c of its 10 nearest training items by E_t (cosine)
+    # E_c of a cold item = the mean E_c of its 3 nearest training items by E_t (cosine)
     ec, _ = load_tensors(cold["ec"])
     et, _ = load_tensors(cold["et"])
     warm = torch.nonzero(torch.as_tensor(data.item_frequency()) > 0).flatten()
     n0 = int(added.numbers[0])
     sim = F.normalize(added.rows["E.t"][:1], dim=1) @ F.normalize(et["embedding"][warm], dim=1).T
-    nb = warm[sim.topk(10).indices[0]]
+    nb = warm[sim.topk(3).indices[0]]
     assert torch.allclose(added.rows["E.c"][0], ec["embedding"][nb].mean(0), atol=1e-6)
+    assert (added.rows["q"] == 0).all()  # default --frequency zero: no training interactions
     assert torch.allclose(added.rows["E.t"][0], et["embedding"][n0], atol=1e-5)  # same encoder, same title
     assert added.rows["sid.c"].shape == (len(ids), 2) and (added.rows["sid.c"] >= 0).all()
     assert run_cli(*base, "--out", cold["root"] / "after.json") == 0
     before, after = read_json(cold["root"] / "before.json"), read_json(cold["root"] / "after.json")
     assert before["users"] == after["users"] > 0 and after["target_items"] == str(d)
     assert before != after  # the cold rows changed the scores of cold targets
+    # --frequency neighbours: the fusion's input q is the mean of the same neighbours' normalised frequency
+    assert run_cli("items", "add", "--run", ft, "--items", d, "--neighbours", "3", "--frequency", "neighbours") == 0
+    added = read_added_items(ft)
+    q = normalised_log_frequency(data.item_frequency())
+    assert torch.allclose(added.rows["q"][0], q[nb].mean(), atol=1e-6) and (added.rows["q"] > 0).all()
+    rec = Recommender.load(ft)
+    assert torch.allclose(rec.scorer.fusion.q[added.numbers.long(), 0], added.rows["q"], atol=1e-6)
 
 
 def test_new_item_is_recommendable_and_usable_in_histories(cold, tmp_path):

@@ -21,7 +21,11 @@ def register(sub) -> None:
     pa.add_argument("--init", choices=["knn", "mean", "zero"], default="knn",
                     help="E_c and E_x rows of a new item: mean of its nearest training items by text (default), "
                          "mean of all training items, or zero")
-    pa.add_argument("--neighbours", type=arg_number(int, ge=1), default=10, help="neighbours for --init knn")
+    pa.add_argument("--neighbours", type=arg_number(int, ge=1), default=1,
+                    help="text neighbours whose rows --init knn averages (default 1, chosen on validation)")
+    pa.add_argument("--frequency", choices=["zero", "neighbours"], default="zero",
+                    help="the fusion's training-frequency input of a new item: zero (default, the truth) or the "
+                         "mean of its text neighbours' (see docs)")
     pa.add_argument("--text-model", type=Path, help="the text model the run's E_t was encoded with "
                                                      "(default: the bundled all-MiniLM-L6-v2)")
     pa.add_argument("--kind", choices=["auto", "hf", "sentence-transformers"], default="auto")
@@ -86,7 +90,8 @@ def cmd_add(args) -> int:
 
         data = SequenceData.load(args.data)
     s = add_items(args.run, items, data, init=args.init, neighbours=args.neighbours, text_model=args.text_model,
-                  kind=args.kind, pooling=args.pooling, max_length=args.max_length, device=args.device or "cpu")
+                  kind=args.kind, pooling=args.pooling, max_length=args.max_length, device=args.device or "cpu",
+                  frequency=args.frequency)
     print(f"{args.run}: {s['items']} items added ({s['new_to_catalogue']} new to the catalogue, "
           f"{s['cold_in_catalogue']} never seen in training), E_c/E_x by {s['init']}; "
           f"{s['total_added']} added items in all (RUN/added_items)")

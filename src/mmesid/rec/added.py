@@ -59,8 +59,8 @@ def apply_added_items(model: LLMRecommender, added: AddedItems) -> int:
             r[idx] = 0
             inp.rand[j] = nn.Parameter(r, requires_grad=inp.rand[j].requires_grad)
     inp.n_rows = n_rows
-    if model.fusion is not None:  # no training interactions: the lowest normalised frequency, 0
+    if model.fusion is not None:  # no training interactions: 0, unless `items add --frequency` chose otherwise
         q = _grow(model.fusion.q, n_rows)
-        q[idx] = 0.0
+        q[idx] = added.rows["q"].to(q).unsqueeze(1) if "q" in added.rows else 0.0
         _set_buffer(model.fusion, "q", q)
     return n_rows

@@ -4,11 +4,18 @@ An item enters MME-SID through its original embeddings and semantic IDs, so a ne
 - E_t: its title encoded with the run's own text encoder (checked against the encoder recorded in the
   run's E_t file); E_v needs the image encoder and is left empty (mask 0) here;
 - E_c: there is no collaborative history. `init = "knn"` (default) takes the mean E_c of the
-  `neighbours` training items whose E_t is closest (cosine) to the new item's; "mean" the mean E_c of
-  all training items; "zero" a zero row;
+  `neighbours` training items whose E_t is closest (cosine) to the new item's (default 1: on Beauty's
+  cold-item validation users 1 neighbour beat 3, 10 and 30 by a wide margin, since a mean of several
+  items' rows matches none of them; BENCHMARKS.md); "mean" the mean E_c of all training items; "zero"
+  a zero row;
 - semantic IDs: the run's trained MM-RQ-VAE (the quantiser run recorded in its SID export) applied to
   the new E_c and E_t rows;
-- E_x (the target table, learnt per item): the same rule as E_c over the trained E_x rows.
+- E_x (the target table, learnt per item): the same rule as E_c over the trained E_x rows;
+- the fusion's frequency input q (paper eq. 17): `frequency = "zero"` (default) gives the item no
+  training interactions, which is the truth; "neighbours" gives it the mean q of the same text
+  neighbours, so that the fusion weighs its sources as for the items whose rows it took. Why an
+  option: in a cold-item split the fusion only ever saw zero-frequency items as negatives, and can
+  have learnt weights at q = 0 that push every such item down.
 Items already in the catalogue that never occur in training (a cold-item split) get the same
 treatment; items with training interactions are refused (they are not new). The result is
 `RUN/added_items/` (`artifacts.added_items`), read by `mmesid recommend`, `serve` and `evaluate`.
@@ -29,11 +36,13 @@ from ..artifacts.runs import RunDir, open_run
 from ..data.dataset import SequenceData
 from ..errors import MmesidError
 from ..io import load_tensors
+from ..rec.fusion import normalised_log_frequency
 from .runs import run_kind
 
 log = logging.getLogger(__name__)
 
 INITS = ("knn", "mean", "zero")
+FREQUENCIES = ("zero", "neighbours")
 
 
 def _load_run(run_dir: str | Path, data: SequenceData | None):
@@ -118,8 +127,8 @@ def _sids(info: dict, rows: dict[str, torch.Tensor], n: int) -> dict[str, torch.
 
 
 def compute_rows(items, data: SequenceData, embs, e_x: torch.Tensor, init: str, neighbours: int,
-                 encode) -> dict[str, torch.Tensor]:
-    """E.<m>, mask.<m> and E_x rows of the new items (see the module docstring)."""
+                 encode, frequency: str = "zero") -> dict[str, torch.Tensor]:
+    """E.<m>, mask.<m>, E_x and q rows of the new items (see the module docstring)."""
     warm = torch.nonzero(torch.as_tensor(data.item_frequency()) > 0).flatten()
     e_t_new = encode([t for _, t, _ in items]) if "t" in embs else None
     nb = _neighbours(e_t_new, embs["t"].table if "t" in embs else None, warm, neighbours)
@@ -134,15 +143,19 @@ def compute_rows(items, data: SequenceData, embs, e_x: torch.Tensor, init: str, 
             rows[f"E.{m}"] = torch.zeros(n, e.dim)
         rows[f"mask.{m}"] = torch.full((n,), float(m != "v"))
     rows["E_x"] = _like_neighbours(e_x, nb, warm, init, n)
+    q = normalised_log_frequency(data.item_frequency())
+    rows["q"] = q[nb].mean(1) if frequency == "neighbours" and nb is not None else torch.zeros(n)
     return rows
 
 
 def add_items(run_dir: str | Path, items: Sequence[tuple[str, str, str]], data: SequenceData | None = None,
-              init: str = "knn", neighbours: int = 10, text_model=None, kind: str = "auto", pooling: str = "auto",
-              max_length: int = 128, device: str = "cpu") -> dict:
+              init: str = "knn", neighbours: int = 1, text_model=None, kind: str = "auto", pooling: str = "auto",
+              max_length: int = 128, device: str = "cpu", frequency: str = "zero") -> dict:
     """Add `items` = [(raw_id, title, image)] to a fine-tuning run; returns a summary."""
     if init not in INITS:
         raise MmesidError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
+    if frequency not in FREQUENCIES:
+        raise MmesidError(f"--frequency must be one of {', '.join(FREQUENCIES)}, got {frequency!r}")
     run, info, data, embs, e_x = _load_run(run_dir, data)
     previous = read_added_items(run.path)
     numbers = _numbers(items, data, previous)
@@ -151,11 +164,11 @@ def add_items(run_dir: str | Path, items: Sequence[tuple[str, str, str]], data: 
     def encode(titles):
         return _encode_text(titles, recorded, text_model, kind, pooling, max_length, device)
 
-    rows = compute_rows(items, data, embs, e_x, init, neighbours, encode)
+    rows = compute_rows(items, data, embs, e_x, init, neighbours, encode, frequency)
     rows.update(_sids(info, rows, len(items)))
     added = _merge(previous, AddedItems(torch.tensor(numbers), [i[0] for i in items], [i[1] for i in items],
                                         [i[2] for i in items], rows,
-                                        {"init": init, "neighbours": str(neighbours),
+                                        {"init": init, "neighbours": str(neighbours), "frequency": frequency,
                                          "data_fingerprint": data.fingerprint}))
     write_added_items(run.path, added)
     new = sum(1 for n in numbers if n > data.n_items)
