@@ -149,6 +149,18 @@ def test_eq18_source_scores_are_projected_tables(fused):
         assert torch.allclose(got[k], o @ table.T, atol=1e-5), k
 
 
+def test_item_scores_stay_fp32_under_bf16_autocast(fused):
+    """bf16 autocast speeds the backbone up, but ranking a catalogue needs fp32 item scores."""
+    model, _, _ = fused
+    hist = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 6]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        o = model.user_states(hist)
+        got = model.scores(hist)
+    with torch.no_grad():
+        want = model.score(o)  # the same user states, scored outside autocast
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
 def _direct_weights(freq: np.ndarray, g: torch.nn.Sequential, temperature: float) -> np.ndarray:
     """q'' = minmax(log(q + 1)) over the items, then the MLP (ReLU) and softmax(./T), in numpy."""
     q = np.log(freq.astype(np.float64) + 1.0)
