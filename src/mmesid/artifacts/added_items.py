@@ -2,7 +2,8 @@
 
 The folder `RUN/added_items/` holds, for every added item, its catalogue entry (`items.csv`: number,
 raw_id, title, image) and its model rows (`rows.safetensors`: `number`, the original embeddings
-`E.<m>` with `mask.<m>`, the semantic IDs `sid.<m>` and the target-table row `E_x`). Numbers above
+`E.<m>` with `mask.<m>`, the semantic IDs `sid.<m>`, the target-table row `E_x` and the fusion's
+frequency input `q`; folders written before `q` existed are applied with q = 0). Numbers above
 the dataset's item count extend the catalogue; numbers inside it replace the rows of items the model
 never saw in training (a cold-item split). Written as a whole folder swapped in by one rename; the
 run's trained weights are never changed.
@@ -29,7 +30,7 @@ class AddedItems:
     raw_ids: list[str]
     titles: list[str]
     images: list[str]
-    rows: dict[str, torch.Tensor]  # "E.<m>", "mask.<m>", "sid.<m>", "E_x": N rows each
+    rows: dict[str, torch.Tensor]  # "E.<m>", "mask.<m>", "sid.<m>", "E_x", "q": N rows each
     meta: dict[str, str]
 
     def new_items(self, n_items: int) -> list[tuple[int, str, str, str]]:
