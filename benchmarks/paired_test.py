@@ -1,4 +1,4 @@
-"""Paired significance test over users between two runs' test ranks (`mmesid evaluate --ranks-out`).
+"""Paired significance test over users between two runs' test ranks (RUN/test_ranks.npy, or `mmesid evaluate --ranks-out`).
 
     python benchmarks/paired_test.py A.npy B.npy [--k 10]
 

@@ -54,9 +54,17 @@ def test_cli_finetune_records_the_run_then_evaluate(env, tmp_path, capsys):
     x, meta = load_tensors(out / "item_input_embeddings.safetensors")
     assert meta["data_fingerprint"] == env["data"].fingerprint and x["embedding"].shape[0] == 31
     capsys.readouterr()
-    assert run_cli("evaluate", "--data", env["dir"], "--run", out, "--device", "cpu", "--quiet") == 0
+    assert run_cli("evaluate", "--data", env["dir"], "--run", out, "--device", "cpu", "--quiet",
+                   "--ranks-out", tmp_path / "ranks.npy") == 0
     again = read_json(out / "eval_test.json")
     assert {k: again[k] for k in m["test"] if "@" in k} == {k: v for k, v in m["test"].items() if "@" in k}
+    # every test user's rank is kept with the run, in --ranks-out's format, and gives metrics.json's numbers
+    from mmesid.eval import metrics_from_ranks
+
+    kept = np.load(out / "test_ranks.npy", allow_pickle=False)
+    assert kept.dtype == np.int64 and kept.shape == (m["test"]["users"], 2)
+    assert np.array_equal(kept, np.load(tmp_path / "ranks.npy", allow_pickle=False))
+    assert metrics_from_ranks(kept[:, 1]) == {k: v for k, v in m["test"].items() if "@" in k}
     # the run belongs to its dataset: evaluating it on another one is refused
     from mmesid.errors import MmesidError
     from mmesid.rec.runs import load_scorer
@@ -76,6 +84,7 @@ def test_cli_finetune_no_test_scores_validation_only(env, tmp_path, monkeypatch,
     assert finetune(env, out, "--set", "max_steps=2", "--no-test") == 0
     m = read_json(out / "metrics.json")
     assert "test" not in m and m["valid"]["users"] > 0 and "nDCG@10" in m["valid"]
+    assert not (out / "test_ranks.npy").exists()
     assert "test" not in splits  # the test split is never even built
     printed = capsys.readouterr().out
     assert "valid" in printed and "test " not in printed

@@ -8,7 +8,7 @@ from conftest import run_cli
 from mmesid.config import from_dict
 from mmesid.data.split import eval_examples
 from mmesid.errors import MmesidError
-from mmesid.eval import evaluate
+from mmesid.eval import evaluate, metrics_from_ranks
 from mmesid.io import load_tensors
 from mmesid.models.popularity import Popularity
 from mmesid.models.sasrec import SASRec, SASRecConfig
@@ -75,10 +75,15 @@ def test_cli_train_and_evaluate(tmp_path, synthetic_dir, synthetic_data, capsys)
     assert run_cli("sasrec", "train", "--data", synthetic_dir, "--out", run, "--quiet",
                    "--set", "epochs=2", "--set", "model.hidden=16") == 0
     assert (run / "config.toml").exists() and (run / "run.json").exists()
-    assert run_cli("evaluate", "--data", synthetic_dir, "--run", run) == 0
+    assert run_cli("evaluate", "--data", synthetic_dir, "--run", run, "--ranks-out", tmp_path / "r.npy") == 0
     out = capsys.readouterr().out
     assert "sasrec test" in out and "nDCG@10" in out
     assert json.loads((run / "eval_test.json").read_text())["users"] == synthetic_data.n_users
+    # the training run kept every test user's rank: the same as a later evaluation, and its metrics
+    kept = np.load(run / "test_ranks.npy", allow_pickle=False)
+    assert np.array_equal(kept, np.load(tmp_path / "r.npy", allow_pickle=False))
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert metrics_from_ranks(kept[:, 1]) == {k: v for k, v in test.items() if "@" in k}
 
 
 def _train_cli(run, synthetic_dir, *extra):

@@ -8,6 +8,7 @@ from conftest import run_cli
 from guarantee_common import QUANT, trained_stack
 
 from mmesid.data.split import eval_examples, pad_left
+from mmesid.eval import metrics_from_ranks
 from mmesid.io import read_json
 from mmesid.models.tiger import EOS, OUTSIDE_BEAMS, SIDTuples, TigerMM, TigerModelConfig
 from mmesid.serve import Recommender
@@ -75,6 +76,8 @@ def test_cli_train_evaluate_recommend(tmp_path):
     assert m["model"] == "TIGER-MM" and m["beams"] == 20 and 0 <= m["test"]["nDCG@10"] <= 1
     assert run_cli("evaluate", "--data", env["dir"], "--run", out, "--device", "cpu", "--quiet") == 0
     assert read_json(out / "eval_test.json")["nDCG@10"] == m["test"]["nDCG@10"]
+    kept = np.load(out / "test_ranks.npy", allow_pickle=False)  # every test user's rank, kept for paired tests
+    assert kept.shape == (m["test"]["users"], 2) and metrics_from_ranks(kept[:, 1])["nDCG@10"] == m["test"]["nDCG@10"]
     rec = Recommender.load(out)
     seq = env["data"].sequences[0]
     r = rec.recommend([[env["data"].items[i - 1].raw_id for i in seq]], k=5)[0]

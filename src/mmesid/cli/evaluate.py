@@ -128,7 +128,6 @@ def _only_targets(examples, data, path: Path):
 
 
 def cmd_evaluate(args) -> int:
-    import numpy as np
 
     from ..data.dataset import SequenceData
     from ..data.split import eval_examples
@@ -155,9 +154,10 @@ def cmd_evaluate(args) -> int:
     m = evaluate(scorer, examples, batch_size=args.batch_size, max_len=max_len, device=device,
                  progress=not args.quiet, return_ranks=args.ranks_out is not None)
     if args.ranks_out is not None:
+        from ..eval.ranking import user_ranks
         from ..io import save_npy
 
-        save_npy(args.ranks_out, np.stack([examples.users, m.pop("ranks")], 1).astype(np.int64))
+        save_npy(args.ranks_out, user_ranks(examples, m.pop("ranks")))
     result = {**m, "model": name, "split": args.split, "data": str(args.data),
               "target_items": str(args.target_items) if args.target_items else None,
               "data_fingerprint": data.fingerprint, "run": str(args.run) if args.run else None}

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,6 +30,16 @@ from ..data.split import MAX_HISTORY, EvalExamples, pad_left
 from ..errors import MmesidError
 
 DEFAULT_KS = (5, 10, 20)
+TEST_RANKS = "test_ranks.npy"  # what every trained run keeps of its test pass, for paired tests between runs
+
+
+def user_ranks(examples: EvalExamples, ranks: np.ndarray) -> np.ndarray:
+    """[users, 2] int64 rows (user number, 0-based rank of the target): the format of a run's
+    test_ranks.npy and of `mmesid evaluate --ranks-out`, which benchmarks/paired_test.py matches by user."""
+    ranks = np.asarray(ranks)
+    if len(ranks) != len(examples):
+        raise MmesidError(f"{len(ranks)} ranks for {len(examples)} users")
+    return np.stack([np.asarray(examples.users), ranks], 1).astype(np.int64)
 
 
 class Scorer(Protocol):

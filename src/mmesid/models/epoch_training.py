@@ -18,9 +18,10 @@ import torch
 from ..artifacts.runs import RunDir, open_run
 from ..config import load_config
 from ..data.dataset import SequenceData
+from ..data.split import eval_examples
 from ..errors import MmesidError
-from ..eval.ranking import evaluate
-from ..io import load_weights, state_dict_error
+from ..eval.ranking import TEST_RANKS, evaluate, user_ranks
+from ..io import load_weights, save_npy, state_dict_error
 from ..training.loop import LoopSettings, LoopState, TrainingLoop
 from ..utils import (
     count_parameters,
@@ -81,10 +82,17 @@ class EpochTask:
     def validate(self, step: int) -> dict:
         return self.evaluate(self.valid)
 
-    def evaluate(self, examples, progress: bool = False) -> dict:
+    def evaluate(self, examples, progress: bool = False, return_ranks: bool = False) -> dict:
         self.model.eval()
         return evaluate(self.model, examples, batch_size=self.cfg.eval_batch_size, max_len=self.cfg.model.max_len,
-                        device=self.device, progress=progress)
+                        device=self.device, progress=progress, return_ranks=return_ranks)
+
+    def test(self, data: SequenceData, run: RunDir, progress: bool = False) -> dict:
+        """Test metrics of every user; their ranks go to RUN/test_ranks.npy (for paired tests between runs)."""
+        examples = eval_examples(data.sequences, "test")
+        m = self.evaluate(examples, progress, return_ranks=True)
+        save_npy(run.path / TEST_RANKS, user_ranks(examples, m.pop("ranks")))
+        return m
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),

@@ -132,7 +132,7 @@ def _train(data, cfg, run: RunDir, progress, stop_after_steps) -> dict:
     if not finished:
         return {"interrupted_at_step": st.step}
     valid_m = task.evaluate(task.valid, progress)
-    test_m = task.evaluate(eval_examples(data.sequences, "test"), progress)
+    test_m = task.test(data, run, progress)
     with torch.no_grad():
         table = model.item_table().detach()
     write_item_embedding(run.path / "item_embeddings.safetensors", table, modality="collaborative",

@@ -97,7 +97,7 @@ def train_tiger(data: SequenceData, sids_dir: str | Path, cfg: TigerTrainConfig,
     metrics = {"model": "TIGER-MM", "modalities": cfg.modalities or None, "tuple_length": t.length,
                "vocab_size": t.vocab_size, "items_with_disambiguation_code": t.collisions, "beams": cfg.beams,
                "valid": {**task.evaluate(task.valid, progress), "users": len(task.valid)},
-               "test": task.evaluate(eval_examples(data.sequences, "test"), progress),
+               "test": task.test(data, run, progress),
                **epoch_summary(st, task.steps_per_epoch, model)}
     run.write_metrics(metrics)
     return metrics

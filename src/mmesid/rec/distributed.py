@@ -114,8 +114,9 @@ def all_agree(rt: Runtime, ok: bool) -> bool:
 
 
 def distributed_evaluate(rt: Runtime, model, examples: EvalExamples, cfg: FinetuneConfig,
-                         progress: bool = False) -> dict:
-    """Each process ranks its share of the users; ranks are gathered so the metrics cover everyone."""
+                         progress: bool = False, return_ranks: bool = False) -> dict:
+    """Each process ranks its share of the users; ranks are gathered so the metrics cover everyone
+    (with `return_ranks`, also every user's 0-based target rank in `examples`' order, under "ranks")."""
     model = rt.acc.unwrap_model(model)  # DDP's wrapper has no `scores`; evaluation needs no gradient sync
     was_training = model.training
     model.eval()
@@ -138,8 +139,10 @@ def distributed_evaluate(rt: Runtime, model, examples: EvalExamples, cfg: Finetu
     ordered = np.empty(len(examples), dtype=np.int64)  # back in the users' order: the same sums, bit for bit,
     ordered[where.cpu().numpy()] = ranks.cpu().numpy()  # as a single-process evaluation
     out = metrics_from_ranks(ordered, DEFAULT_KS)
-    out["users"] = int(len(ranks))
+    out["users"] = len(ranks)
     out["eval_seconds"] = round(time.perf_counter() - t0, 3)
+    if return_ranks:
+        out["ranks"] = ordered
     return out
 
 

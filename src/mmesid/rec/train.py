@@ -27,12 +27,20 @@ from ..artifacts.runs import RunDir
 from ..data.dataset import SequenceData
 from ..data.split import EvalExamples, eval_examples, sample_examples
 from ..errors import MmesidError
+from ..eval.ranking import TEST_RANKS, user_ranks
+from ..io import save_npy
 from ..training.loop import LoopSettings, TrainingLoop
 from ..utils import env_info, peak_rss_mb, seed_everything
 from .batches import TrainExamples, epoch_batches, plan
 from .build import build_model, parameter_counts
 from .config import FinetuneConfig
-from .distributed import Runtime, distributed_evaluate, mean_over_processes, micro_batch, setup_runtime
+from .distributed import (
+    Runtime,
+    distributed_evaluate,
+    mean_over_processes,
+    micro_batch,
+    setup_runtime,
+)
 from .exports import export_embeddings
 from .model import LLMRecommender
 from .runs import BEST, KIND
@@ -221,6 +229,9 @@ def _train(data, cfg, run: RunDir, emb_paths, sids_dir, rt: Runtime, progress, s
     train_wall = time.perf_counter() - t_start
     loop.load_best()
     metrics = _report(task, loop, rt, data, evaluate_test, progress)
+    ranks = metrics.pop("test_ranks", None)
+    if rt.is_main and ranks is not None:
+        save_npy(run.path / TEST_RANKS, ranks)
     metrics["train_wall_seconds"] = round(train_wall, 1)  # this session, incl. validations
     metrics["total_wall_seconds"] = round(time.perf_counter() - t_start, 1)
     if rt.is_main:
@@ -255,7 +266,9 @@ def _report(task: FinetuneTask, loop: TrainingLoop, rt: Runtime, data: SequenceD
     elif evaluate_test:
         m["valid"] = distributed_evaluate(rt, task.model, task.valid, cfg, progress)
     if evaluate_test:  # off for screening on validation: the test split is then never scored
-        m["test"] = distributed_evaluate(rt, task.model, eval_examples(data.sequences, "test"), cfg, progress)
+        test = eval_examples(data.sequences, "test")
+        m["test"] = distributed_evaluate(rt, task.model, test, cfg, progress, return_ranks=True)
+        m["test_ranks"] = user_ranks(test, m["test"].pop("ranks"))
     m["train_seconds"] = round(st.train_seconds, 1)  # optimiser steps only, over every session of the run
     m["valid_seconds_during_training"] = round(st.valid_seconds, 1)
     m["peak_rss_mb"] = round(peak_rss_mb(), 1)
