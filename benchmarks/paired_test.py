@@ -29,7 +29,7 @@ def main() -> None:
     a, b = (np.load(f, allow_pickle=False) for f in (args.a, args.b))
     common, ia, ib = np.intersect1d(a[:, 0], b[:, 0], return_indices=True)
     ma, mb = per_user(a[ia, 1], args.k), per_user(b[ib, 1], args.k)
-    out = {"users": int(len(common)), "a": args.a, "b": args.b}
+    out = {"users": len(common), "a": args.a, "b": args.b}
     for key in ma:
         d = ma[key] - mb[key]
         t = stats.ttest_rel(ma[key], mb[key])
