@@ -9,7 +9,8 @@
 #   mme-sid-xc     MME-SID with E_x initialised at W_c E_c + b_c (target_init = "collaborative")
 # Beauty (default):  bash benchmarks/converge.sh mme-sid:42 e4srec:42
 # Sports:            SOURCE=../shared/data/sports FORMAT=interactions DATA=data/sports OUT=benchmarks/out/converge-sports \
-#                    CONFIG=configs/finetune_sports_converge.toml bash benchmarks/converge.sh mme-sid:42 e4srec:42
+#                    CONFIG=configs/finetune_sports_converge.toml QSETS="model.codebook_sizes=[300,300,300,300]" \
+#                    bash benchmarks/converge.sh mme-sid:42 e4srec:42
 # A finished run (metrics.json present) is skipped, an interrupted one resumes from its checkpoint; SASRec,
 # the text encoding and the quantiser run first when missing. Environment: SOURCE + FORMAT (authors |
 # interactions: SOURCE/interactions.csv + SOURCE/items.csv), DATA (prepared dataset), SASREC (a finished
@@ -28,6 +29,7 @@ SASREC=${SASREC:-$OUT/sasrec}
 CONFIG=${CONFIG:-configs/finetune_beauty_converge.toml}
 THREADS=${THREADS:-}
 SETS=${SETS:-}  # extra config overrides for every run, e.g. SETS="epochs=10"; give them a TAG (run folder NAME$TAG-sSEED)
+QSETS=${QSETS:-}  # quantiser config overrides, e.g. QSETS="model.codebook_sizes=[300,300,300,300]" (the paper's Sports codebooks)
 TAG=${TAG:-}
 [ -z "$SETS" ] || [ -n "$TAG" ] || { echo "SETS needs a TAG: runs with other settings go to other folders" >&2; exit 2; }
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
@@ -44,8 +46,10 @@ EC=$SASREC/item_embeddings.safetensors
 ET=$OUT/E_t.safetensors
 [ -f "$ET" ] || { log "encode text"; mmesid encode text --data "$DATA" --out "$ET" --threads "${THREADS:-2}" --quiet; }
 Q=$OUT/quantize
+qsets=()
+for kv in $QSETS; do qsets+=(--set "$kv"); done
 [ -f "$Q/metrics.json" ] || { log "quantize"; mmesid quantize train --data "$DATA" --emb c="$EC" --emb t="$ET" \
-    --out "$Q" --threads "${THREADS:-2}" --quiet >> "$OUT/quantize.log" 2>&1; }
+    --out "$Q" --threads "${THREADS:-2}" --quiet "${qsets[@]}" >> "$OUT/quantize.log" 2>&1; }
 for spec in "$@"; do
   name=${spec%%:*}; seed=${spec#*:}; [ "$seed" != "$spec" ] || seed=42
   dir=$OUT/$name$TAG-s$seed
@@ -54,7 +58,7 @@ for spec in "$@"; do
   if [ "$name" = se-sid ]; then  # single-embedding SIDs: a quantiser of E_c alone (same settings), not the c part of MM-RQ-VAE
     sids=$OUT/quantize-c/export
     [ -f "$OUT/quantize-c/metrics.json" ] || { log "quantize c only"; mmesid quantize train --data "$DATA" --emb c="$EC" \
-        --out "$OUT/quantize-c" --threads "${THREADS:-2}" --quiet >> "$OUT/quantize-c.log" 2>&1; }
+        --out "$OUT/quantize-c" --threads "${THREADS:-2}" --quiet "${qsets[@]}" >> "$OUT/quantize-c.log" 2>&1; }
   fi
   case $name in
     wo-fusion) sets=(--set variant='"mme-sid"' --set fusion=false) ;;
