@@ -128,7 +128,6 @@ def _only_targets(examples, data, path: Path):
 
 
 def cmd_evaluate(args) -> int:
-
     from ..data.dataset import SequenceData
     from ..data.split import eval_examples
     from ..eval.ranking import evaluate
