@@ -89,3 +89,21 @@ def test_two_cpu_processes_equal_one(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog):
+    import logging
+
+    from mmesid.rec import distributed
+
+    cfg = from_dict(FinetuneConfig, {"mixed_precision": "bf16"})
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="mmesid.rec.distributed"):
+        assert distributed._mixed_precision(cfg, cuda=False) == "bf16"  # still honoured: the user asked
+    assert "without AVX512-BF16" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="mmesid.rec.distributed"):
+        assert distributed._mixed_precision(cfg, cuda=False) == "bf16"
+        assert distributed._mixed_precision(from_dict(FinetuneConfig, {}), cuda=False) == "no"
+    assert caplog.text == ""

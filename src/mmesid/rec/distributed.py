@@ -9,6 +9,7 @@ in the users' order before averaging, so even the floating-point sums are the sa
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ from ..errors import MmesidError
 from ..eval.ranking import DEFAULT_KS, evaluate, metrics_from_ranks
 from ..utils import resolve_device
 from .config import FinetuneConfig
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: without either, oneDNN emulates bf16 matmuls far below the fp32 rate."""
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(p() for p in probes if p is not None)
 
 
 @dataclass
@@ -54,6 +63,10 @@ def _mixed_precision(cfg: FinetuneConfig, cuda: bool) -> str:
         return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
     if mp == "fp16" and not cuda:
         raise MmesidError("mixed_precision = \"fp16\" needs a CUDA device; use \"no\" (or \"bf16\") on CPU")
+    if mp == "bf16" and not cuda and not cpu_has_native_bf16():
+        log.warning("mixed_precision = \"bf16\" on a CPU without AVX512-BF16 or AMX: bf16 matmuls are emulated, "
+                    "training ran 2.6x slower than fp32 on such a CPU (BENCHMARKS.md section 12); "
+                    "use \"no\" here")
     return mp
 
 
