@@ -134,6 +134,37 @@ def test_inference_prefix_cache_is_reused_and_never_stale(env):
     hook.remove()
 
 
+def test_lora_merged_scores_match_and_weights_come_back_exactly(env):
+    """Evaluation folds LoRA into the frozen weights: the same scores up to rounding, the adapters are not
+    run, and afterwards every weight (and the inference prefix cache) is exactly as before."""
+    from peft.tuners.lora import LoraLayer
+
+    cfg = cfg_for(env, variant="mme-sid")
+    model = build_model(cfg, env["data"], env["emb"], env["sids"], torch.device("cpu")).eval()
+    g = torch.Generator().manual_seed(3)
+    state = model.trainable_state()
+    model.load_trainable_state({n: torch.randn(p.shape, generator=g) * 0.1 if "lora_" in n else p
+                                for n, p in state.items()})
+    hist = pad_left(eval_examples(env["data"].sequences, "test").histories[:6], 50)
+    frozen = {n: p.detach().clone() for n, p in model.llm.named_parameters() if "lora_" not in n}
+    a = model.scores(hist)
+    layer = next(m for m in model.llm.modules() if isinstance(m, LoraLayer))
+    calls = []
+    hook = layer.lora_A["default"].register_forward_hook(lambda *_: calls.append(1))
+    base = dict(model.llm.named_parameters())
+    name = next(n for n in frozen if n in base and base[n] is layer.get_base_layer().weight)
+    with model.lora_merged():
+        assert layer.merged and not torch.equal(layer.get_base_layer().weight, frozen[name])
+        b = model.scores(hist)
+    assert not calls  # merged: the adapter matmuls are skipped
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not any(m.merged for m in model.llm.modules() if isinstance(m, LoraLayer))
+    assert all(torch.equal(p, frozen[n]) for n, p in model.llm.named_parameters() if "lora_" not in n)
+    c = model.scores(hist)
+    hook.remove()
+    assert calls and torch.equal(a, c)  # unmerged again, no stale merged prefix cache
+
+
 def test_one_pass_equals_per_prefix_prompts(env):
     """The hidden state at history item j equals the final state of a prompt cut after item j,
     up to the response header: the causal mask makes the one-pass scheme see exactly that prefix."""

@@ -72,6 +72,43 @@ def set_dropout(hf_cfg, p: float) -> list[str]:
     return keys
 
 
+def merge_lora(model: torch.nn.Module, keep_original: bool = True):
+    """Fold every LoRA update into its frozen base weight, W <- W + s B A, for inference.
+
+    An adapted layer then costs one matmul instead of three plus a scale and an add: evaluation runs
+    1.2x faster with MiniLM and 1.4x with SmolLM2 on CPU (BENCHMARKS.md section 13); the scores are the
+    same up to floating-point rounding. Returns `restore()`, which puts the original weights back bit for
+    bit from a copy kept in CPU memory (device memory is not doubled): peft's own unmerge subtracts the
+    update again, and its rounding would make a run that validated differ from one resumed from a
+    checkpoint. With `keep_original=False` nothing is kept (a model that will not be trained again).
+    Layers on quantised (4-bit) weights stay as they are: merging would requantise them.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.merged
+              and m.get_base_layer().weight.dtype.is_floating_point]
+    kept: list[tuple[LoraLayer, torch.Tensor | None]] = []
+    try:
+        for m in layers:
+            w = m.get_base_layer().weight
+            kept.append((m, w.detach().to("cpu", copy=True) if keep_original else None))
+            m.merge()
+    except BaseException:
+        _restore(kept)
+        raise
+    return lambda: _restore(kept)
+
+
+def _restore(kept) -> None:
+    for m, original in kept:
+        if original is None:
+            continue
+        if m.merged:
+            m.unmerge()  # peft's bookkeeping; the exact weights come from the copy
+        m.get_base_layer().weight.data.copy_(original)
+    kept.clear()
+
+
 def load_backbone(cfg: BackboneSettings, lora: LoraSettings, device: torch.device) -> Backbone:
     """Load model + tokenizer from a local folder, freeze it, add LoRA; the result lives on `device`."""
     from peft import LoraConfig, get_peft_model

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,7 +138,8 @@ def distributed_evaluate(rt: Runtime, model, examples: EvalExamples, cfg: Finetu
     t0 = time.perf_counter()
     error = None
     try:
-        with rt.acc.autocast():
+        merged = model.lora_merged() if cfg.eval_merge_lora else nullcontext()
+        with rt.acc.autocast(), merged:
             m = evaluate(model, part, batch_size=cfg.eval_batch_size, max_len=cfg.max_len, device=rt.device,
                          progress=progress and rt.is_main, return_ranks=True)
         ranks = torch.as_tensor(m["ranks"], dtype=torch.long, device=rt.device)

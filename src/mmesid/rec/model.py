@@ -7,13 +7,14 @@ One class serves MME-SID, its ablations and the LLM-based baselines; the variant
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MmesidError
-from .backbone import Backbone
+from .backbone import Backbone, merge_lora
 from .fusion import FrequencyFusion
 from .inputs import ItemInputs
 from .prompt import PromptTemplate, assemble, history_positions, right_align_lengths
@@ -202,6 +203,18 @@ class LLMRecommender(nn.Module):
         o = self.user_states(histories)
         with torch.autocast(o.device.type, enabled=False):
             return self.score(o).float()
+
+    @contextmanager
+    def lora_merged(self):
+        """Inference with every LoRA update folded into its base weight (`backbone.merge_lora`); on exit the
+        weights, and the inference prefix cache computed from them, are exactly as before."""
+        restore = merge_lora(self.llm)
+        self._frozen_prefix = None
+        try:
+            yield self
+        finally:
+            restore()
+            self._frozen_prefix = None
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}

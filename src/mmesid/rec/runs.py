@@ -19,6 +19,7 @@ from ..errors import MmesidError
 from ..io import load_tensors
 from ..utils import resolve_device
 from .added import apply_added_items
+from .backbone import merge_lora
 from .build import build_model
 from .config import FinetuneConfig
 
@@ -48,6 +49,8 @@ def load_scorer(run_dir: str | Path, data: SequenceData, device) -> tuple[torch.
         model.load_trainable_state(w)
     except RuntimeError as e:
         raise MmesidError(f"{weights}: does not fit this run's model ({e})") from None
+    if cfg.eval_merge_lora:
+        merge_lora(model.llm, keep_original=False)  # this model only scores: fold LoRA in for good
     added = read_added_items(run.path)
     if added is not None:
         apply_added_items(model, added)
