@@ -76,7 +76,7 @@ def merge_lora(model: torch.nn.Module, keep_original: bool = True):
     """Fold every LoRA update into its frozen base weight, W <- W + s B A, for inference.
 
     An adapted layer then costs one matmul instead of three plus a scale and an add: evaluation runs
-    1.2x faster with MiniLM and 1.4x with SmolLM2 on CPU (BENCHMARKS.md section 13); the scores are the
+    1.2x faster with MiniLM and SmolLM2 on CPU (BENCHMARKS.md section 13); the scores are the
     same up to floating-point rounding. Returns `restore()`, which puts the original weights back bit for
     bit from a copy kept in CPU memory (device memory is not doubled): peft's own unmerge subtracts the
     update again, and its rounding would make a run that validated differ from one resumed from a

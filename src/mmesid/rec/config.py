@@ -79,7 +79,7 @@ class FinetuneConfig:
     save_every: int = bounded(200, ge=0)  # optimizer steps between extra checkpoints (0 = only after validations)
     eval_batch_size: int = bounded(128, ge=1)
     # evaluate (validation, test, `mmesid evaluate`, serving) with the LoRA updates folded into the frozen
-    # weights: the same scores up to rounding, 1.2-1.4x faster on CPU; training is unaffected
+    # weights: the same scores up to rounding, about 1.2x faster on CPU; training is unaffected
     eval_merge_lora: bool = True
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA if supported
     seed: int = bounded(42, ge=0)
