@@ -139,7 +139,7 @@ def distributed_evaluate(rt: Runtime, model, examples: EvalExamples, cfg: Finetu
     error = None
     try:
         merged = model.lora_merged() if cfg.eval_merge_lora else nullcontext()
-        with rt.acc.autocast(), merged:
+        with merged, rt.acc.autocast():  # the merge itself in full precision
             m = evaluate(model, part, batch_size=cfg.eval_batch_size, max_len=cfg.max_len, device=rt.device,
                          progress=progress and rt.is_main, return_ranks=True)
         ranks = torch.as_tensor(m["ranks"], dtype=torch.long, device=rt.device)
