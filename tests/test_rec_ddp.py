@@ -107,3 +107,22 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog):
         assert distributed._mixed_precision(cfg, cuda=False) == "bf16"
         assert distributed._mixed_precision(from_dict(FinetuneConfig, {}), cuda=False) == "no"
     assert caplog.text == ""
+
+
+def test_training_runtimes_flush_subnormals():
+    """Every training entry point treats subnormal floats as zero on CPU (x86 computes with them 10-100x
+    slower); the setting is process state, so it is restored here."""
+    from mmesid.models.epoch_training import setup_runtime as epoch_runtime
+    from mmesid.models.sasrec_train import SASRecTrainConfig
+    from mmesid.rec.distributed import setup_runtime
+
+    tiny = torch.tensor([1e-39])  # subnormal in fp32
+    try:
+        for start in (lambda: setup_runtime(from_dict(FinetuneConfig, {"device": "cpu"})),
+                      lambda: epoch_runtime(from_dict(SASRecTrainConfig, {"device": "cpu"}))):
+            torch.set_flush_denormal(False)
+            assert (tiny * 1.0).item() != 0.0
+            start()
+            assert (tiny * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)

@@ -85,10 +85,9 @@ def _setup_runtime(args) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars too
-    if args.threads:
-        import torch
+    from ..utils import set_cpu_threads
 
-        torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads or 0)
 
 
 def _offline() -> None:

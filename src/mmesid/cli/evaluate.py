@@ -132,15 +132,12 @@ def cmd_evaluate(args) -> int:
     from ..data.split import eval_examples
     from ..eval.ranking import evaluate
     from ..io import write_json
-    from ..utils import resolve_device
+    from ..utils import resolve_device, set_cpu_threads
 
     out = _output_file(args)
     data = SequenceData.load(args.data)
     device = resolve_device(args.device or "auto")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads or 0)
     scorer, max_len, name = _scorer(args, data, device)
     examples = eval_examples(data.sequences, args.split)
     if args.target_items is not None:

@@ -78,11 +78,9 @@ def _cold_items(path: Path) -> list[tuple[str, str, str]]:
 
 def cmd_add(args) -> int:
     from ..serve.new_items import add_items
+    from ..utils import set_cpu_threads
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads or 0)
     items = _cold_items(args.items) if args.items.is_dir() else read_items_csv(args.items)
     data = None
     if args.data is not None:

@@ -29,6 +29,7 @@ from ..utils import (
     peak_rss_mb,
     resolve_device,
     seed_everything,
+    set_cpu_threads,
 )
 
 BEST = "best.safetensors"
@@ -120,8 +121,7 @@ class EpochTask:
 
 def setup_runtime(cfg) -> torch.device:
     """Threads, seeds and device from the configuration's `threads`, `seed` and `device`."""
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_cpu_threads(cfg.threads)
     seed_everything(cfg.seed)
     return resolve_device(cfg.device)
 

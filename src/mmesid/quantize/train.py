@@ -43,6 +43,7 @@ from ..utils import (
     peak_rss_mb,
     resolve_device,
     seed_everything,
+    set_cpu_threads,
 )
 from .export import export_contents
 from .model import MMRQVAE, LossConfig, RQVAEConfig
@@ -312,8 +313,7 @@ def train_quantizer(embs: dict[str, ItemEmbedding], cfg: QuantizeConfig, run: Ru
     """Train in the run folder (resuming its checkpoint); (best model on CPU, summary), or
     (None, {"interrupted_at_step": n}) when `stop_after_steps` ended the run early. config.toml and
     `info` (run.json) are written once the checkpoint has loaded, so a resume that fails changes neither."""
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_cpu_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model = build_model(embs, cfg)

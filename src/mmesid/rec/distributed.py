@@ -22,7 +22,7 @@ from ..artifacts.checkpoint import Dist
 from ..data.split import EvalExamples
 from ..errors import MmesidError
 from ..eval.ranking import DEFAULT_KS, evaluate, metrics_from_ranks
-from ..utils import resolve_device
+from ..utils import resolve_device, set_cpu_threads
 from .config import FinetuneConfig
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ def setup_runtime(cfg: FinetuneConfig) -> Runtime:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_cpu_threads(cfg.threads)
     device = resolve_device(cfg.device)
     cpu = device.type == "cpu"
     if cfg.backbone.load_in_4bit and cpu:

@@ -22,7 +22,7 @@ from ..artifacts.runs import RunDir
 from ..data.dataset import ItemInfo, SequenceData
 from ..data.split import pad_left
 from ..errors import MmesidError
-from ..utils import resolve_device
+from ..utils import resolve_device, set_cpu_threads
 from .runs import load_run_scorer, run_kind
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ class Recommender:
     def load(cls, run_dir: str | Path, data: str | Path | SequenceData | None = None, device: str = "cpu",
              threads: int | None = None, batch_size: int = 256) -> Recommender:
         """Load a trained run; `data` defaults to the prepared dataset recorded in its run.json."""
-        if threads:
-            torch.set_num_threads(threads)
+        set_cpu_threads(threads or 0)
         run_kind(run_dir)
         if not isinstance(data, SequenceData):
             if data is None:
