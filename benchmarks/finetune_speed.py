@@ -142,7 +142,13 @@ def main() -> None:
     p.add_argument("--eval-users", type=int, default=2048, help="test users in the timed evaluation")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="finetune config key=value")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--keep-subnormals", action="store_true",
+                   help="compute with subnormal floats (before `mmesid` flushed them; for before/after runs)")
     args = p.parse_args()
+    if not args.keep_subnormals:
+        from mmesid.utils import flush_subnormals
+
+        flush_subnormals()  # as the `mmesid` command does, before torch's threads exist
 
     from mmesid.artifacts.embeddings import parse_emb_args
     from mmesid.config import load_config
@@ -164,7 +170,7 @@ def main() -> None:
         ev = time_evaluation(task, args.eval_users)
     bf16 = str(task.rt.acc.mixed_precision) == "bf16" or cfg.backbone.load_in_4bit or cfg.backbone.dtype == "bfloat16"
     dtype = "bf16" if bf16 else "fp32"
-    res = {"variant": cfg.variant, "backbone": task.core.backbone_name, "threads": args.threads, "device": args.device,
+    res = {"variant": cfg.variant, "subnormals_flushed": not args.keep_subnormals, "backbone": task.core.backbone_name, "threads": args.threads, "device": args.device,
            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
            "backbone_settings": {"dtype": cfg.backbone.dtype, "load_in_4bit": cfg.backbone.load_in_4bit},
            "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None,

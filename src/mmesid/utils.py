@@ -21,19 +21,23 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def set_cpu_threads(threads: int) -> None:
-    """CPU settings of every training and evaluation run: subnormal floats flushed to zero, then
-    `threads` intra-op threads (0 = torch's default).
+def flush_subnormals() -> None:
+    """Treat subnormal floats (|x| < 1.2e-38) as zero in this process's CPU arithmetic (x86 FTZ/DAZ).
 
-    Subnormals (|x| < 1.2e-38) appear in CPU training: in the gradients of a softmax over a whole
-    catalogue, in Adam's second moments. x86 cores compute with them 10-100x slower than with normal
-    numbers, and a few percent of them in one operand slow a whole matmul: flushed, SmolLM2 fine-tuning
-    runs 1.3x faster and MiniLM's 1.15-1.3x (BENCHMARKS.md section 13). Numbers that small change nothing
-    else (Adam's eps is 1e-8). A thread inherits the setting when it is created, so this runs before
-    torch's thread pool exists (the training and evaluation entry points call it first); called
-    later, it covers the calling thread only. GPU arithmetic is not affected.
+    CPU training produces them: in the gradients of a softmax over a whole catalogue, in Adam's second
+    moments. x86 cores compute with them 10-100x slower than with normal numbers, and a few percent of
+    them in one operand slow a whole matmul: flushed, SmolLM2 fine-tuning runs 1.3x faster and MiniLM's
+    1.15-1.3x (BENCHMARKS.md section 13). Numbers that small change nothing else (Adam's eps is 1e-8).
+    The `mmesid` command sets it first thing; library code never does, because it is state of the
+    calling thread (numpy's arithmetic too): call this at the start of your own training script. A thread
+    inherits the setting when it is created, so call it before torch's first parallel operation (later,
+    it covers the calling thread only). GPU arithmetic is not affected.
     """
     torch.set_flush_denormal(True)
+
+
+def set_cpu_threads(threads: int) -> None:
+    """`threads` intra-op threads for torch on CPU; 0 leaves torch's default."""
     if threads > 0:
         torch.set_num_threads(threads)
 

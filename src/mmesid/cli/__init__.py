@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        if getattr(args, "uses_torch", True):
+            from ..utils import flush_subnormals
+
+            flush_subnormals()  # before torch starts its threads, so that they inherit it
         rc = args.func(args)
     except MmesidError as e:
         print(f"mmesid: error: {e}", file=sys.stderr)

@@ -44,7 +44,7 @@ def register(sub) -> None:
     pp.add_argument("--require-image", action="store_true", help="drop items without an image")
     pp.add_argument("--no-require-title", action="store_true", help="keep items without a title")
     add_output_args(pp, help="output folder for the prepared dataset")
-    pp.set_defaults(func=cmd_prepare)
+    pp.set_defaults(func=cmd_prepare, uses_torch=False)
 
     ps = dsub.add_parser("synthetic", help="write a synthetic dataset with planted structure")
     add_output_args(ps, help="output folder for the prepared dataset")
@@ -52,14 +52,14 @@ def register(sub) -> None:
         ps.add_argument(f"--{flag}", type=_field_arg(SyntheticConfig, key), default=getattr(SyntheticConfig, key),
                         help=f"default {getattr(SyntheticConfig, key)}")
     ps.add_argument("--images", type=Path, help="also draw one PNG per item into this folder")
-    ps.set_defaults(func=cmd_synthetic)
+    ps.set_defaults(func=cmd_synthetic, uses_torch=False)
 
     pd = dsub.add_parser("download", help="download the Amazon 2014 review and metadata dumps")
     pd.add_argument("--category", default="Beauty")
     add_output_args(pd, help="folder for the two files (a file already there is kept unless --overwrite)")
     pd.add_argument("--base-url", default=AMAZON_2014_BASE, help="mirror URL or local folder")
     add_runtime_args(pd, device=False, threads=False)
-    pd.set_defaults(func=cmd_download)
+    pd.set_defaults(func=cmd_download, uses_torch=False)
 
     pc = dsub.add_parser("cold-split", help="a copy of a prepared dataset whose cold items never appear in training")
     pc.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
@@ -67,11 +67,11 @@ def register(sub) -> None:
                     help="share of all items made cold (default 0.05), chosen among validation/test targets")
     pc.add_argument("--seed", type=arg_number(int, ge=0), default=0)
     add_output_args(pc, help="output prepared dataset folder")
-    pc.set_defaults(func=cmd_cold_split)
+    pc.set_defaults(func=cmd_cold_split, uses_torch=False)
 
     pi = dsub.add_parser("stats", help="print a prepared dataset's statistics and what was dropped")
     pi.add_argument("path", type=Path)
-    pi.set_defaults(func=cmd_stats)
+    pi.set_defaults(func=cmd_stats, uses_torch=False)
 
 
 def _refuse_options(args, fmt: str, names: list[str]) -> None:
