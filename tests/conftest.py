@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 BEAUTY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beauty"
+
+
+@pytest.fixture(autouse=True)
+def _subnormals_back_on():
+    """`mmesid` (cli.main, run in-process by many tests) flushes subnormal floats to zero for the rest of
+    its process; a test process runs many commands and other code (hypothesis refuses to run under
+    FTZ), so each test starts from IEEE arithmetic again."""
+    yield
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
 
 
 @pytest.fixture(scope="session")
