@@ -235,3 +235,29 @@ def test_evaluate_ranks_out_and_the_paired_test(stack, tmp_path):
                          check=True)
     got = json.loads(res.stdout)
     assert got["users"] == stack["data"].n_users and 0 <= got["nDCG@10"]["t_test_p"] <= 1
+
+
+def test_int8_inference_quantises_the_backbone_and_keeps_the_ranking(stack, tmp_path, capsys):
+    """--int8: the fine-tuned backbone's linear layers become dynamic int8 (the LoRA adapters, merged in
+    first, are left alone); the scores stay close to float's; other run kinds and floors refuse it."""
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    fp = Recommender.load(stack["ft"], stack["dir"])
+    q = Recommender.load(stack["ft"], stack["dir"], int8=True)
+    quantised = [n for n, m in q.scorer.llm.named_modules() if isinstance(m, Int8Linear)]
+    assert quantised and not any("lora_" in n for n in quantised)
+    assert not any(type(m) is torch.nn.Linear and "lora_" not in n for n, m in q.scorer.llm.named_modules())
+    hist = pad_left(fp.data.sequences[:8], fp.max_len)
+    with torch.no_grad():
+        a, b = fp.scorer.scores(hist)[:, 1:], q.scorer.scores(hist)[:, 1:]
+    assert not torch.equal(a, b)  # really another computation
+    for x, y in zip(a, b):
+        assert np.corrcoef(x.numpy(), y.numpy())[0, 1] > 0.99
+    with pytest.raises(MmesidError, match="int8 inference applies to fine-tuned LLM runs"):
+        Recommender.load(stack["sasrec"], int8=True)
+    out = tmp_path / "e.json"
+    assert run_cli("evaluate", "--data", str(stack["dir"]), "--run", str(stack["ft"]), "--int8", "--quiet",
+                   "--out", str(out)) == 0
+    assert json.loads(out.read_text())["int8"] is True
+    assert run_cli("evaluate", "--data", str(stack["dir"]), "--popularity", "--int8") == 2
+    assert "--int8 applies to a fine-tuned LLM run" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import MmesidError
-from ._common import add_runtime_args, print_metrics
+from ._common import add_int8_arg, add_runtime_args, print_metrics
 
 
 def register(sub) -> None:
@@ -29,6 +29,7 @@ def register(sub) -> None:
                    help="also save every user's 0-based target rank (int64, in the dataset's user order), "
                         "for paired significance tests between runs (benchmarks/paired_test.py)")
     add_runtime_args(p, device=True, threads=True, batch_size=1024)
+    add_int8_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -87,6 +88,8 @@ def _check_writable(out: Path) -> None:
 
 def _scorer(args, data, device):
     """(scorer, max_len, name) of the run, after checking its kind and its dataset."""
+    if args.int8 and args.run is None:
+        raise MmesidError("--int8 applies to a fine-tuned LLM run (--run), not to --popularity or --random")
     if args.popularity or args.random:  # the floors: no run, the default history window
         from ..data.split import MAX_HISTORY
 
@@ -99,7 +102,7 @@ def _scorer(args, data, device):
         return RandomScores(data.n_items, seed=0), MAX_HISTORY, "random"
     from ..serve.runs import load_run_scorer
 
-    return load_run_scorer(args.run, data, device)
+    return load_run_scorer(args.run, data, device, int8=args.int8)
 
 
 def _only_targets(examples, data, path: Path):
@@ -156,7 +159,8 @@ def cmd_evaluate(args) -> int:
         save_npy(args.ranks_out, user_ranks(examples, m.pop("ranks")))
     result = {**m, "model": name, "split": args.split, "data": str(args.data),
               "target_items": str(args.target_items) if args.target_items else None,
-              "data_fingerprint": data.fingerprint, "run": str(args.run) if args.run else None}
+              "data_fingerprint": data.fingerprint, "run": str(args.run) if args.run else None,
+              "int8": bool(args.int8)}
     if out is not None:
         try:
             write_json(out, result)

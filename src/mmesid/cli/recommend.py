@@ -7,13 +7,14 @@ from pathlib import Path
 
 from ..config import arg_number
 from ..errors import MmesidError
-from ._common import add_runtime_args
+from ._common import add_int8_arg, add_runtime_args
 
 
 def add_run_args(p) -> None:
     p.add_argument("--run", type=Path, required=True, help="run folder of a trained model (sasrec train or finetune)")
     p.add_argument("--data", type=Path, help="prepared dataset the run was trained on (default: from its run.json)")
     add_runtime_args(p, device=True, threads=True, batch_size=256, progress=False)
+    add_int8_arg(p)
 
 
 def register(sub) -> None:
@@ -67,7 +68,7 @@ def cmd_recommend(args) -> int:
 
         export_format(args.out)
     rec = Recommender.load(args.run, args.data, device=args.device or "cpu", threads=args.threads,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, int8=args.int8)
     unknown = "drop" if args.drop_unknown else "error"
     excl = not args.include_history
     if args.history is not None:

@@ -30,7 +30,7 @@ def cmd_serve(args) -> int:
     from ..serve.app import create_app
 
     rec = Recommender.load(args.run, args.data, device=args.device or "cpu", threads=args.threads,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, int8=args.int8)
     app = create_app(rec, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes)
     print(f"serving {rec.kind} run {args.run} ({rec.n_items} items) on http://{args.host}:{args.port} "
           f"(docs: /docs); Ctrl-C stops")

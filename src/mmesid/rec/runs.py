@@ -19,7 +19,7 @@ from ..errors import MmesidError
 from ..io import load_tensors
 from ..utils import resolve_device
 from .added import apply_added_items
-from .backbone import merge_lora
+from .backbone import merge_lora, quantize_int8
 from .build import build_model
 from .config import FinetuneConfig
 
@@ -27,9 +27,10 @@ KIND = "finetune"
 BEST = "best.safetensors"
 
 
-def load_scorer(run_dir: str | Path, data: SequenceData, device) -> tuple[torch.nn.Module, int]:
+def load_scorer(run_dir: str | Path, data: SequenceData, device, int8: bool = False) -> tuple[torch.nn.Module, int]:
     """For `mmesid evaluate`: rebuild a finetune run's model with its best trainable weights (and the
-    items added after training, `RUN/added_items/`).
+    items added after training, `RUN/added_items/`). `int8`: the backbone's linear layers quantised to
+    int8 after LoRA is merged (`backbone.quantize_int8`; CPU only, faster, scores slightly different).
 
     The run must have been trained on `data` (fingerprint), and its inputs (run.json `emb`, `sids`)
     are read and checked again, so a moved or replaced input file is an error, not a silent change.
@@ -49,8 +50,10 @@ def load_scorer(run_dir: str | Path, data: SequenceData, device) -> tuple[torch.
         model.load_trainable_state(w)
     except RuntimeError as e:
         raise MmesidError(f"{weights}: does not fit this run's model ({e})") from None
-    if cfg.eval_merge_lora:
+    if cfg.eval_merge_lora or int8:
         merge_lora(model.llm, keep_original=False)  # this model only scores: fold LoRA in for good
+    if int8:
+        quantize_int8(model.llm)
     added = read_added_items(run.path)
     if added is not None:
         apply_added_items(model, added)

@@ -78,8 +78,9 @@ class Recommender:
 
     @classmethod
     def load(cls, run_dir: str | Path, data: str | Path | SequenceData | None = None, device: str = "cpu",
-             threads: int | None = None, batch_size: int = 256) -> Recommender:
-        """Load a trained run; `data` defaults to the prepared dataset recorded in its run.json."""
+             threads: int | None = None, batch_size: int = 256, int8: bool = False) -> Recommender:
+        """Load a trained run; `data` defaults to the prepared dataset recorded in its run.json. `int8`: a
+        fine-tuned LLM run's backbone quantised to int8 (CPU only: faster, scores slightly different)."""
         set_cpu_threads(threads or 0)
         run_kind(run_dir)
         if not isinstance(data, SequenceData):
@@ -91,7 +92,7 @@ class Recommender:
                 raise MmesidError(f"{data}: prepared dataset not found (the run's data moved? pass --data)")
             data = SequenceData.load(data)
         dev = resolve_device(device)
-        scorer, max_len, kind = load_run_scorer(run_dir, data, dev)
+        scorer, max_len, kind = load_run_scorer(run_dir, data, dev, int8=int8)
         added = read_added_items(run_dir)
         extra = [ItemInfo(r, t, i) for _, r, t, i in added.new_items(data.n_items)] if added else []
         return cls(scorer, data, max_len, kind, str(run_dir), dev, batch_size, extra)

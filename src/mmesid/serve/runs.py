@@ -14,19 +14,19 @@ from ..data.dataset import SequenceData
 from ..errors import MmesidError
 
 
-def _sasrec(run_dir: Path, data: SequenceData, device):
+def _sasrec(run_dir: Path, data: SequenceData, device, int8: bool = False):
     from ..models.sasrec_train import load_scorer
 
     return load_scorer(run_dir, data, device)
 
 
-def _finetune(run_dir: Path, data: SequenceData, device):
+def _finetune(run_dir: Path, data: SequenceData, device, int8: bool = False):
     from ..rec.runs import load_scorer
 
-    return load_scorer(run_dir, data, device)
+    return load_scorer(run_dir, data, device, int8=int8)
 
 
-def _tiger(run_dir: Path, data: SequenceData, device):
+def _tiger(run_dir: Path, data: SequenceData, device, int8: bool = False):
     from ..models.tiger_train import load_scorer
 
     return load_scorer(run_dir, data, device)
@@ -47,10 +47,13 @@ def run_kind(run_dir: str | Path) -> str:
     return kind
 
 
-def load_run_scorer(run_dir: str | Path, data: SequenceData, device) -> tuple[object, int, str]:
+def load_run_scorer(run_dir: str | Path, data: SequenceData, device, int8: bool = False) -> tuple[object, int, str]:
     """(scorer with `scores(histories) -> [B, n_items + 1]`, its history window, kind), after checking
-    that the run was trained on `data`."""
+    that the run was trained on `data`. `int8`: a fine-tuned LLM's backbone quantised for CPU inference."""
     kind = run_kind(run_dir)
+    if int8 and kind != "finetune":
+        raise MmesidError(f"{run_dir}: int8 inference applies to fine-tuned LLM runs (mmesid finetune); "
+                          f"this is a {kind} run")
     run = open_run(run_dir, kind, data_fingerprint=data.fingerprint)
-    scorer, max_len = SCORERS[kind](run.path, data, device)
+    scorer, max_len = SCORERS[kind](run.path, data, device, int8)
     return scorer, max_len, kind
