@@ -14,7 +14,7 @@ from ..data.dataset import SequenceData
 from ..errors import MmesidError
 
 
-def _sasrec(run_dir: Path, data: SequenceData, device, int8: bool = False):
+def _sasrec(run_dir: Path, data: SequenceData, device):
     from ..models.sasrec_train import load_scorer
 
     return load_scorer(run_dir, data, device)
@@ -26,7 +26,7 @@ def _finetune(run_dir: Path, data: SequenceData, device, int8: bool = False):
     return load_scorer(run_dir, data, device, int8=int8)
 
 
-def _tiger(run_dir: Path, data: SequenceData, device, int8: bool = False):
+def _tiger(run_dir: Path, data: SequenceData, device):
     from ..models.tiger_train import load_scorer
 
     return load_scorer(run_dir, data, device)
@@ -55,5 +55,5 @@ def load_run_scorer(run_dir: str | Path, data: SequenceData, device, int8: bool 
         raise MmesidError(f"{run_dir}: int8 inference applies to fine-tuned LLM runs (mmesid finetune); "
                           f"this is a {kind} run")
     run = open_run(run_dir, kind, data_fingerprint=data.fingerprint)
-    scorer, max_len = SCORERS[kind](run.path, data, device, int8)
+    scorer, max_len = SCORERS[kind](run.path, data, device, **({"int8": True} if int8 else {}))
     return scorer, max_len, kind
