@@ -113,8 +113,9 @@ def quantize_int8(model: torch.nn.Module) -> int:
     """Dynamic int8 quantisation of the model's linear layers, for a model that only scores, on CPU.
 
     Weights become int8 once; each activation is quantised on the fly, and the matmuls run on the CPU's
-    int8 instructions (VNNI where present): evaluation of a MiniLM run is ~1.8x faster with test metrics
-    within noise (BENCHMARKS.md section 14). Merge LoRA first (`merge_lora`): the adapters' own layers are
+    int8 instructions (VNNI where present): evaluating every Beauty test user is 1.4-1.5x faster with a
+    MiniLM run (nDCG@10 -1%, not significant) and 1.7x with SmolLM2 (-3%, significant): BENCHMARKS.md
+    section 14. Merge LoRA first (`merge_lora`): the adapters' own layers are
     left in float and unused. Uses torch's eager dynamic quantisation (`torch.ao.quantization`, deprecated
     in favour of torchao but present in the torch this project pins); CPU only. Returns the number of
     layers quantised.

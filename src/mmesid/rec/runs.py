@@ -44,6 +44,8 @@ def load_scorer(run_dir: str | Path, data: SequenceData, device, int8: bool = Fa
     if not weights.exists():
         raise MmesidError(f"{run.path}: no {BEST} (the run has not completed a validation yet)")
     device = device if isinstance(device, torch.device) else resolve_device(str(device))
+    if int8 and device.type != "cpu":  # before the model is built: int8 is torch's CPU quantisation
+        raise MmesidError(f"int8 inference runs on CPU only, not {device}; on a GPU use bf16")
     model = build_model(cfg, data, info["emb"], info.get("sids"), device)
     w, _ = load_tensors(weights)
     try:

@@ -55,5 +55,5 @@ def load_run_scorer(run_dir: str | Path, data: SequenceData, device, int8: bool 
         raise MmesidError(f"{run_dir}: int8 inference applies to fine-tuned LLM runs (mmesid finetune); "
                           f"this is a {kind} run")
     run = open_run(run_dir, kind, data_fingerprint=data.fingerprint)
-    scorer, max_len = SCORERS[kind](run.path, data, device, **({"int8": True} if int8 else {}))
+    scorer, max_len = _finetune(run.path, data, device, int8=True) if int8 else SCORERS[kind](run.path, data, device)
     return scorer, max_len, kind
