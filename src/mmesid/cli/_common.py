@@ -44,7 +44,7 @@ def add_runtime_args(p: argparse.ArgumentParser, device: bool = True, threads: b
 def add_int8_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true",
                    help="fine-tuned LLM runs on CPU: quantise the backbone's linear layers to int8 for inference "
-                        "(1.4-1.8x faster on Beauty; nDCG@10 -1%% with MiniLM, -3%% with SmolLM2: check per model; "
+                        "(1.4-1.7x faster on Beauty; nDCG@10 -1%% with MiniLM, -3%% with SmolLM2: check per model; "
                         "BENCHMARKS.md section 14)")
 
 

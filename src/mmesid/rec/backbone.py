@@ -114,7 +114,7 @@ def quantize_int8(model: torch.nn.Module) -> int:
 
     Weights become int8 once; each activation is quantised on the fly, and the matmuls run on the CPU's
     int8 instructions (VNNI where present): evaluating every Beauty test user is 1.4-1.5x faster with a
-    MiniLM run (nDCG@10 -1%, not significant) and 1.7x with SmolLM2 (-3%, significant): BENCHMARKS.md
+    MiniLM run (nDCG@10 -1%, not significant) and 1.65x with SmolLM2 (-3%, significant): BENCHMARKS.md
     section 14. Merge LoRA first (`merge_lora`): the adapters' own layers are
     left in float and unused. Uses torch's eager dynamic quantisation (`torch.ao.quantization`, deprecated
     in favour of torchao but present in the torch this project pins); CPU only. Returns the number of
